@@ -1,0 +1,120 @@
+"""`apps:*`: create, list, exists, report, rename, destroy, set."""
+
+from __future__ import annotations
+
+import time
+
+from dockyard.access import Access, can_see
+from dockyard.errors import DockyardError, UsageError
+from dockyard.names import check_app_name
+from dockyard.output import report_key
+from dockyard.registry import CommandParser, Context, command
+
+# Global switches `apps:set --global KEY VALUE` knows, with their meaning.
+APP_PROPERTIES = {
+    "disable-autocreation": "refuse pushes to apps that do not exist yet (true/false)",
+}
+
+
+@command("apps:create", "Create a new app", "APP", access=Access.ANYONE)
+def create(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:create")
+    parser.add_argument("app")
+    args = parser.parse_args(argv)
+    name = check_app_name(args.app)
+    ctx.out.step(f"Creating {name}...")
+    ctx.services.apps.create(name, owner=ctx.identity.name)
+    ctx.event("apps:create", name)
+
+
+@command("apps:list", "List the apps you can manage", "[--format json]", access=Access.ANYONE)
+def list_(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:list")
+    parser.add_format()
+    args = parser.parse_args(argv)
+    apps = ctx.services.apps
+    names = [a.name for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))]
+    if args.format == "json":
+        ctx.out.json(names)
+        return
+    ctx.out.heading("My Apps")
+    if not names:
+        ctx.out.warn("You haven't deployed any applications yet")
+    for name in names:
+        ctx.out.line(name)
+
+
+@command("apps:exists", "Exit 0 if the app exists, 20 if not", "APP")
+def exists(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:exists")
+    parser.add_argument("app")
+    ctx.app(parser.parse_args(argv).app)
+
+
+@command("apps:report", "Show an app's owner, grants and creation time", "APP [--format json]")
+def report(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:report")
+    parser.add_argument("app")
+    parser.add_format()
+    args = parser.parse_args(argv)
+    app = ctx.app(args.app)
+    repo = ctx.services.settings.repos_dir / f"{app.name}.git"
+    rows = [
+        ("App name", app.name),
+        ("App owner", app.owner),
+        ("App acl", ctx.services.apps.grants(app)),
+        ("App created at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at))),
+        ("App dir", str(repo)),
+    ]
+    if args.format == "json":
+        ctx.out.json({report_key(k): v for k, v in rows})
+    else:
+        ctx.out.report(f"{app.name} app information", rows)
+
+
+@command("apps:rename", "Rename an app", "OLD NEW")
+def rename(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:rename")
+    parser.add_argument("old")
+    parser.add_argument("new")
+    args = parser.parse_args(argv)
+    app = ctx.app(args.old)
+    new = check_app_name(args.new)
+    ctx.out.step(f"Renaming {app.name} to {new}")
+    ctx.services.apps.rename(app.name, new)
+    ctx.event("apps:rename", new, f"from {app.name}")
+
+
+@command("apps:destroy", "Destroy an app: its code, containers, config and releases", "APP --force")
+def destroy(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:destroy")
+    parser.add_argument("app")
+    parser.add_argument("--force", action="store_true")
+    args = parser.parse_args(argv)
+    app = ctx.app(args.app)
+    if not args.force:
+        raise DockyardError(
+            f"WARNING: destroying {app.name} deletes its git repository, containers, images, "
+            "config vars, domains and release history. This cannot be undone.\n"
+            f"To proceed, run: apps:destroy {app.name} --force"
+        )
+    ctx.out.step(f"Destroying {app.name} (including all add-ons)")
+    ctx.services.apps.destroy(app.name)
+    ctx.event("apps:destroy", app.name)
+
+
+@command(
+    "apps:set", "Set an app switch (global: disable-autocreation)", "--global KEY [VALUE]",
+    access=Access.ADMIN,
+)
+def set_(ctx: Context, argv: list[str]) -> None:
+    parser = CommandParser("apps:set")
+    parser.add_argument("--global", dest="global_", action="store_true", required=True)
+    parser.add_argument("key", choices=sorted(APP_PROPERTIES))
+    parser.add_argument("value", nargs="?", default="")
+    args = parser.parse_args(argv)
+    if args.value not in ("", "true", "false"):
+        raise UsageError(f"{args.key} takes true or false")
+    ctx.services.properties.set(None, f"apps.{args.key}", args.value)
+    ctx.out.step(f"{'Setting' if args.value else 'Unsetting'} {args.key}")
+    ctx.event("apps:set", None, f"{args.key}={args.value}")

@@ -1,0 +1,56 @@
+"""The seam between receiving code and deploying it.
+
+gitrecv calls `deploy(ctx, app, source)` after a pushed pack is stored and before the
+deploy branch moves; a `DeployFailed` rejects the push. The deployer installs the real
+pipeline with `set_pipeline`; until one is installed the revision is only recorded.
+Nothing downstream knows git: it sees a `Source` it can read files from and tar up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from dockyard.apps import App
+from dockyard.errors import DockyardError
+
+if TYPE_CHECKING:
+    from dockyard.registry import Context
+
+
+class DeployFailed(DockyardError):
+    """The pipeline refused this revision; its output already told the user why."""
+
+
+class Source(Protocol):
+    """A snapshot of an app's code at one revision."""
+
+    revision: str
+
+    def read_file(self, path: str) -> bytes | None:
+        """The file's bytes at this revision, or None when it does not exist."""
+        ...
+
+    def write_tar(self, fileobj: BinaryIO) -> None:
+        """Write the whole tree as an uncompressed tar archive."""
+        ...
+
+
+Pipeline = Callable[["Context", App, Source], None]
+
+
+def record_revision(ctx: Context, app: App, source: Source) -> None:
+    ctx.services.config.set(app, {"GIT_REV": source.revision})
+    ctx.out.step(f"Recorded revision {source.revision[:12]} for {app.name}")
+
+
+_pipeline: Pipeline = record_revision
+
+
+def set_pipeline(pipeline: Pipeline) -> None:
+    global _pipeline
+    _pipeline = pipeline
+
+
+def deploy(ctx: Context, app: App, source: Source) -> None:
+    _pipeline(ctx, app, source)

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Prepare a Debian 12 machine (as root, no stdin needed) to run and test Dockyard:
+# system packages, a running Docker engine, the .venv with Dockyard installed
+# editable, and the local base images. Safe to run again: each step does only
+# what is missing.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PYTHON=${PYTHON:-python3}
+VENV=${DOCKYARD_VENV:-$ROOT/.venv}
+
+say() { echo "-----> $*"; }
+info() { echo "       $*"; }
+die() { echo " !     $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
+
+# ----------------------------------------------------------- packages ---
+# python3-venv: Debian's python3 has no ensurepip without it.
+PACKAGES=(docker.io nginx git openssh-client openssh-server busybox-static
+          debootstrap ca-certificates iptables python3 python3-venv curl)
+OPTIONAL_PACKAGES=(sqlite3)
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+
+missing=()
+for p in "${PACKAGES[@]}"; do installed "$p" || missing+=("$p"); done
+optional_missing=()
+for p in "${OPTIONAL_PACKAGES[@]}"; do installed "$p" || optional_missing+=("$p"); done
+
+if [ ${#missing[@]} -gt 0 ] || [ ${#optional_missing[@]} -gt 0 ]; then
+    say "Installing ${missing[*]} ${optional_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    # Services must not start as a side effect of the install: the system nginx
+    # would take port 80 from Dockyard's own nginx master. policy-rc.d (honoured
+    # by invoke-rc.d and deb-systemd-invoke) says "don't"; only add it when the
+    # machine has none, and only for the duration of the install.
+    policy_added=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\n# added by dockyard scripts/setup.sh during apt-get install\nexit 101\n' \
+            >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_added=1
+    fi
+    nginx_was_installed=""
+    installed nginx && nginx_was_installed=1
+    restore_policy() { if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
+    trap restore_policy EXIT
+
+    apt-get update -qq </dev/null
+    if [ ${#missing[@]} -gt 0 ]; then
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+    fi
+    for p in "${optional_missing[@]}"; do
+        apt-get install -y -qq --no-install-recommends "$p" </dev/null \
+            || info "optional package $p could not be installed, going on"
+    done
+
+    restore_policy
+    trap - EXIT
+    # On a systemd host the package also *enables* nginx.service for the next
+    # boot; undo that, but only for an nginx we just installed.
+    if [ -z "$nginx_was_installed" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl disable nginx >/dev/null 2>&1 || true
+    fi
+else
+    say "System packages present"
+fi
+
+if pgrep -x nginx >/dev/null 2>&1; then
+    info "note: an nginx is already running on this machine (not started by this script);"
+    info "      Dockyard runs its own nginx master and needs its listen ports free"
+fi
+
+# ------------------------------------------------------------- docker ---
+say "Docker engine"
+"$ROOT/scripts/start-dockerd.sh"
+info "$(docker version -f 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null || true)"
+
+# ----------------------------------------------------------------- venv ---
+if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    say "Creating virtualenv $VENV ($("$PYTHON" --version 2>&1))"
+    rm -rf "$VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+[ -f "$ROOT/pyproject.toml" ] || die "no pyproject.toml in $ROOT"
+# Reinstall only when pyproject.toml changed (or the install is missing): an
+# editable install picks up source changes by itself.
+stamp="$VENV/.dockyard-install.sha256"
+want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] \
+        || ! "$VENV/bin/python" -m pip show -q dockyard >/dev/null 2>&1; then
+    say "Installing dockyard (editable) with test extras into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" </dev/null
+    echo "$want" >"$stamp"
+else
+    say "Python environment up to date"
+fi
+
+# --------------------------------------------------------------- images ---
+say "Base images"
+"$ROOT/scripts/build-base-images.sh"
+
+say "Setup done"

@@ -1,0 +1,80 @@
+"""One SSH session runs one command: split the exec string like a shell would split words
+(quotes honoured, nothing expanded), then dispatch it on a worker thread with the channel
+bridged to blocking streams."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+
+import asyncssh
+import structlog
+
+from dockyard.access import Identity
+from dockyard.bridge import BlockingReader, BlockingWriter, ChannelClosed, run_blocking
+from dockyard.output import ERROR, Output
+from dockyard.registry import Context, Services, dispatch
+
+log = structlog.get_logger("dockyard.sshd")
+
+
+def split_command(command: str | None) -> list[str]:
+    if command is None:
+        return []  # `ssh host` with no command: show help, never a shell
+    return shlex.split(command, comments=False, posix=True)
+
+
+def _run(ctx: Context, argv: list[str], stdout: BlockingWriter, stderr: BlockingWriter) -> int:
+    status = dispatch(ctx, argv)
+    try:
+        stdout.flush()
+        stderr.flush()
+    except ChannelClosed:
+        return 255
+    return status
+
+
+async def handle_process(
+    services: Services, identity: Identity, process: asyncssh.SSHServerProcess
+) -> None:
+    loop = asyncio.get_running_loop()
+    if process.subsystem:
+        process.stderr.write(f"{ERROR}Subsystems are not supported\n".encode())
+        process.exit(1)
+        return
+    try:
+        argv = split_command(process.command)
+    except ValueError as exc:
+        process.stderr.write(f"{ERROR}Cannot parse command: {exc}\n".encode())
+        process.exit(1)
+        return
+
+    stdout = BlockingWriter(loop, process.stdout)
+    stderr = BlockingWriter(loop, process.stderr)
+    ctx = Context(
+        services=services,
+        identity=identity,
+        stdin=BlockingReader(loop, process.stdin),  # type: ignore[arg-type]
+        stdout=stdout,  # type: ignore[arg-type]
+        stderr=stderr,  # type: ignore[arg-type]
+        out=Output(stdout, stderr),  # type: ignore[arg-type]
+        interactive=process.get_terminal_type() is not None,
+    )
+    log.info("command", user=identity.name, command=argv[:1])
+    work = asyncio.ensure_future(run_blocking(_run, ctx, argv, stdout, stderr))
+    closed = asyncio.ensure_future(process.channel.wait_closed())
+    await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+    if not work.done():
+        # The client went away: tell the command, and fail its writes so it unwinds.
+        ctx.cancelled.set()
+        gone = ChannelClosed("the client closed the connection")
+        stdout.fail(gone)
+        stderr.fail(gone)
+        await asyncio.wait({work})
+        return
+    closed.cancel()
+    status = work.result()
+    try:
+        process.exit(status)
+    except (OSError, asyncssh.Error):
+        pass  # the channel closed between the command's end and its exit status
