@@ -120,6 +120,7 @@ debian_mirror() {
 
 build_python() {
     local suite tarball
+    # shellcheck disable=SC1091
     suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
     suite=${suite:-bookworm}
     tarball="$CACHE_DIR/python3-$suite-minbase.tar"
@@ -143,7 +144,7 @@ build_python() {
         # debootstrap may leave its chroot mounts behind on some hosts.
         local m
         for m in proc sys dev/pts dev; do
-            mountpoint -q "$root/$m" 2>/dev/null && umount -l "$root/$m" || true
+            if mountpoint -q "$root/$m" 2>/dev/null; then umount -l "$root/$m" || true; fi
         done
         # Keep it small (as debian:*-slim does): apt caches and lists, logs,
         # docs, message translations. Docker provides hostname/hosts/resolv.conf

@@ -94,7 +94,7 @@ want=$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] \
         || ! "$VENV/bin/python" -m pip show -q dockyard >/dev/null 2>&1; then
     say "Installing dockyard (editable) with test extras into $VENV"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[test]" </dev/null
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "${ROOT}[test]" </dev/null
     echo "$want" >"$stamp"
 else
     say "Python environment up to date"
