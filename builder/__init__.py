@@ -1,1 +1,53 @@
-"""builder stage."""
+"""builder stage: source at a revision → image `dockyard/APP:<build id>`.
+
+The deployer calls only what is exported here.
+"""
+
+from __future__ import annotations
+
+from builder import commands as _commands  # noqa: F401  (registers builds:*, builder:*)
+from builder.build import BuiltImage, image_repo
+from builder.build import build_image as _build_image
+from builder.build import prune_images as _prune_images
+from builder.errors import BuildFailed
+from builder.manifest import parse_app_json, parse_procfile
+from builder.store import BuilderSettings
+from dockyard.apps import App
+from dockyard.output import Output
+from dockyard.pipeline import Source
+from dockyard.registry import Services
+
+__all__ = [
+    "BuildFailed",
+    "BuiltImage",
+    "build_image",
+    "image_repo",
+    "keep_releases",
+    "parse_app_json",
+    "parse_procfile",
+    "prune_images",
+]
+
+
+def build_image(
+    services: Services,
+    app: App,
+    source: Source,
+    out: Output,
+    build_args_extra: dict[str, str] | None = None,
+) -> BuiltImage:
+    """Build `source` as `dockyard/APP:<build id>` (and `:latest`); output streams to `out`.
+
+    Raises BuildFailed with a clear message; the build output has already streamed."""
+    _commands.remember(services)
+    return _build_image(services, app, source, out, build_args_extra)
+
+
+def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
+    """Remove `dockyard/APP:*` images whose tag is not in `keep`; returns the removed tags."""
+    return _prune_images(services, app, keep)
+
+
+def keep_releases(services: Services, app: App) -> int:
+    """How many releases' images to keep (`builder:set [--global|APP] keep-releases N`)."""
+    return BuilderSettings(services.properties).keep_releases(app)
