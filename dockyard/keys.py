@@ -141,11 +141,12 @@ class KeyStore:
         check_key_name(name)
         key = parse_public_key(public_key)
         with self._locked():
-            for entry in self.entries():
-                if entry.name == name:
-                    raise Conflict("Duplicate ssh key name")
-                if entry.key.public_data == key.public_data:
-                    raise Conflict("Duplicate ssh public key specified")
+            existing = self.entries()
+            # Names first, over all entries, so the message does not depend on file order.
+            if any(entry.name == name for entry in existing):
+                raise Conflict("Duplicate ssh key name")
+            if any(entry.key.public_data == key.public_data for entry in existing):
+                raise Conflict("Duplicate ssh public key specified")
             options = [f'environment="{NAME_OPTION}={name}"']
             if admin:
                 options.append(f'environment="{ROLE_OPTION}={ADMIN_ROLE}"')

@@ -22,6 +22,7 @@ from dockyard.keys import KeyEntry
 from dockyard.registry import Services
 from sshd.hostkeys import load_or_create_host_keys
 from sshd.session import handle_process
+from sshd.tcp import acknowledge_promptly
 
 log = structlog.get_logger("dockyard.sshd")
 
@@ -75,6 +76,7 @@ class FrontDoorConnection(asyncssh.SSHServer):
 
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self.conn = conn
+        acknowledge_promptly(conn)
         peer = conn.get_extra_info("peername") or ("?", 0)
         self.peer = f"{peer[0]}:{peer[1]}"
         if not self.table.admit(self):
@@ -110,7 +112,11 @@ class FrontDoorConnection(asyncssh.SSHServer):
 
     def auth_completed(self) -> None:
         entry = self._last_validated
-        assert entry is not None and self.conn is not None
+        if entry is None or self.conn is None:
+            # Only a signed public key can get here; anything else is a bug: fail closed.
+            log.error("authenticated without a validated key; dropping", peer=self.peer)
+            self.drop()
+            return
         identity = Identity(name=entry.name, is_admin=entry.is_admin)
         self.conn.set_extra_info(**{IDENTITY_INFO: identity})
         self.table.authenticated(self)
@@ -127,6 +133,9 @@ async def start_server(
 
     async def process_factory(process: asyncssh.SSHServerProcess) -> None:
         identity = process.get_extra_info("connection").get_extra_info(IDENTITY_INFO)
+        if identity is None:  # no session without an identity decided at auth_completed
+            process.exit(255)
+            return
         await handle_process(services, identity, process)
 
     acceptor = await asyncssh.create_server(
@@ -144,6 +153,8 @@ async def start_server(
         agent_forwarding=False,
         x11_forwarding=False,
         reuse_address=True,
+        # Public keys only: no GSSAPI, even if the gssapi module is installed one day.
+        gss_host=None,
     )
     log.info("ssh listening", host=host, port=port)
     return acceptor

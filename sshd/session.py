@@ -71,10 +71,24 @@ async def handle_process(
         stdout.fail(gone)
         stderr.fail(gone)
         await asyncio.wait({work})
-        return
     closed.cancel()
-    status = work.result()
+    status = _status_of(work)
+    client_gone = ctx.cancelled.is_set() or process.is_closing()
+    if not client_gone:
+        try:
+            process.exit(status)
+        except (OSError, asyncssh.Error):
+            client_gone = True  # the channel closed between the command's end and its exit
+    if client_gone:
+        log.info("client disconnected", user=identity.name, command=argv[:1], status=status)
+    else:
+        log.info("command done", user=identity.name, command=argv[:1], status=status)
+
+
+def _status_of(work: asyncio.Future[int]) -> int:
+    """The command's exit status; a crash in the bridge itself must still end the session."""
     try:
-        process.exit(status)
-    except (OSError, asyncssh.Error):
-        pass  # the channel closed between the command's end and its exit status
+        return work.result()
+    except Exception:
+        log.exception("session failed")
+        return 1
