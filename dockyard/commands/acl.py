@@ -9,8 +9,8 @@ from dockyard.registry import CommandParser, Context, command
 
 def _app_and_key(ctx: Context, name: str, argv: list[str]) -> tuple[App, str]:
     parser = CommandParser(name)
-    parser.add_argument("app")
-    parser.add_argument("key_name")
+    parser.add_argument("app", metavar="APP")
+    parser.add_argument("key_name", metavar="NAME")
     args = parser.parse_args(argv)
     return ctx.app(args.app), args.key_name
 
@@ -38,7 +38,7 @@ def remove(ctx: Context, argv: list[str]) -> None:
 @command("acl:list", "List the keys granted APP", "APP [--format json]")
 def list_(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("acl:list")
-    parser.add_argument("app")
+    parser.add_argument("app", metavar="APP")
     parser.add_format()
     args = parser.parse_args(argv)
     app = ctx.app(args.app)

@@ -19,7 +19,7 @@ APP_PROPERTIES = {
 @command("apps:create", "Create a new app", "APP", access=Access.ANYONE)
 def create(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:create")
-    parser.add_argument("app")
+    parser.add_argument("app", metavar="APP")
     args = parser.parse_args(argv)
     name = check_app_name(args.app)
     ctx.out.step(f"Creating {name}...")
@@ -47,14 +47,14 @@ def list_(ctx: Context, argv: list[str]) -> None:
 @command("apps:exists", "Exit 0 if the app exists, 20 if not", "APP")
 def exists(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:exists")
-    parser.add_argument("app")
+    parser.add_argument("app", metavar="APP")
     ctx.app(parser.parse_args(argv).app)
 
 
 @command("apps:report", "Show an app's owner, grants and creation time", "APP [--format json]")
 def report(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:report")
-    parser.add_argument("app")
+    parser.add_argument("app", metavar="APP")
     parser.add_format()
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
@@ -75,8 +75,8 @@ def report(ctx: Context, argv: list[str]) -> None:
 @command("apps:rename", "Rename an app", "OLD NEW")
 def rename(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:rename")
-    parser.add_argument("old")
-    parser.add_argument("new")
+    parser.add_argument("old", metavar="OLD")
+    parser.add_argument("new", metavar="NEW")
     args = parser.parse_args(argv)
     app = ctx.app(args.old)
     new = check_app_name(args.new)
@@ -88,7 +88,7 @@ def rename(ctx: Context, argv: list[str]) -> None:
 @command("apps:destroy", "Destroy an app: its code, containers, config and releases", "APP --force")
 def destroy(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:destroy")
-    parser.add_argument("app")
+    parser.add_argument("app", metavar="APP")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
     app = ctx.app(args.app)

@@ -16,8 +16,8 @@ MAX_KEY_BYTES = 16 * 1024
 def add(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("ssh-keys:add")
     parser.add_argument("--admin", action="store_true")
-    parser.add_argument("name")
-    parser.add_argument("keyfile", nargs="?")
+    parser.add_argument("name", metavar="NAME")
+    parser.add_argument("keyfile", metavar="KEYFILE", nargs="?")
     args = parser.parse_args(argv)
     if args.keyfile and args.keyfile != "-":
         # Only from the local CLI does a file path mean anything; over SSH it would name a
@@ -58,7 +58,7 @@ def list_(ctx: Context, argv: list[str]) -> None:
 @command("ssh-keys:remove", "Remove a key by name", "NAME", access=Access.ADMIN)
 def remove(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("ssh-keys:remove")
-    parser.add_argument("name")
+    parser.add_argument("name", metavar="NAME")
     args = parser.parse_args(argv)
     entry = ctx.services.keys.remove(args.name)
     ctx.services.apps.forget_key(entry.name)
