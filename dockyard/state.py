@@ -9,6 +9,7 @@ or destroying an app is a single row change.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -114,6 +115,9 @@ class StateStore:
 
     def _migrate(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Config vars are secrets: the database is readable by its owner only.
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR, 0o600))
+        os.chmod(self.path, 0o600)
         with self.transaction() as conn:
             conn.execute(
                 """CREATE TABLE IF NOT EXISTS schema_migrations (
