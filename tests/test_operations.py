@@ -1,0 +1,128 @@
+"""Operating Dockyard: events, doctor, backup and restore, schema migration, systemd units."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import sqlite3
+import subprocess
+import tarfile
+from pathlib import Path
+
+from tests.conftest import REPO_ROOT, DockyardServer
+
+
+def test_events_record_who_did_what(server: DockyardServer) -> None:
+    assert server.ssh("apps:create", "evt").returncode == 0
+    assert server.ssh("apps:create", "evt2", key=server.user_key).returncode == 0
+    result = server.ssh("events", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    events = json.loads(result.stdout)
+    assert {"actor": "admin", "kind": "apps:create", "app": "evt"}.items() <= events[-2].items()
+    assert {"actor": "alice", "kind": "apps:create", "app": "evt2"}.items() <= events[-1].items()
+    refused = server.ssh("events", key=server.user_key)
+    assert refused.returncode != 0 and "Only an admin" in refused.stderr
+
+
+def test_doctor_reports_and_fails_on_problems(server: DockyardServer) -> None:
+    ok = server.cli("doctor", "--format", "json")
+    findings = {f["check"]: f for f in json.loads(ok.stdout)}
+    assert findings["docker"]["ok"], findings["docker"]
+    assert findings["permissions"]["ok"], findings
+    server.data_dir.joinpath("authorized_keys").chmod(0o666)
+    bad = server.cli("doctor")
+    assert bad.returncode == 1
+    assert "authorized_keys is open to others" in bad.stderr and "chmod go-rwx" in bad.stderr
+    server.data_dir.joinpath("authorized_keys").chmod(0o600)
+
+
+def test_backup_while_running_then_restore(server: DockyardServer, tmp_path: Path) -> None:
+    assert server.ssh("apps:create", "keepme").returncode == 0
+    assert server.ssh("acl:add", "keepme", "alice").returncode == 0
+    repo = server.data_dir / "repos" / "keepme.git"
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "HEAD").write_text("ref: refs/heads/main\n")
+    archive = tmp_path / "backup.tar.gz"
+    result = server.cli("backup", str(archive))
+    assert result.returncode == 0, result.stderr
+    assert "state.db" in result.stdout and "repos/keepme.git" in result.stdout
+
+    fresh = tmp_path / "fresh"
+    restored = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/dockyard"), "--data-dir", str(fresh), "restore", str(archive)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    listing = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/dockyard"), "--data-dir", str(fresh), "acl:list", "keepme"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert "alice" in listing.stdout
+    assert (fresh / "repos/keepme.git/HEAD").read_text() == "ref: refs/heads/main\n"
+    assert (fresh / "host_keys").stat().st_mode & 0o077 == 0
+    assert (fresh / "authorized_keys").read_text() == (
+        server.data_dir / "authorized_keys"
+    ).read_text()
+    # Restoring over a data dir that has apps needs --force, and loses nothing without it.
+    again = server.cli("restore", str(archive))
+    assert again.returncode != 0 and "--force" in again.stderr
+    assert "keepme" in server.ssh("apps:list").stdout
+
+
+def test_restore_refuses_unsafe_archives(tmp_path: Path, server: DockyardServer) -> None:
+    archive = tmp_path / "evil.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name, data in (("dockyard-backup.json", b"{}"), ("../escape", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    fresh = tmp_path / "fresh"
+    result = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/dockyard"), "--data-dir", str(fresh), "restore", str(archive)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0 and "unsafe entry" in result.stderr
+    assert not (tmp_path / "escape").exists()
+    over_ssh = server.ssh("backup", "/tmp/x.tgz")
+    assert over_ssh.returncode != 0 and "runs on the server itself" in over_ssh.stderr
+
+
+def test_older_state_is_migrated_forward(tmp_path: Path) -> None:
+    """A data dir from before a component's later steps gains them on open, keeping rows."""
+    from dockyard.state import StateStore, register_migrations
+
+    db = tmp_path / "state.db"
+    StateStore(db).query("SELECT 1")
+    conn = sqlite3.connect(db)
+    conn.execute("INSERT INTO apps (name, owner, created_at) VALUES ('old', 'admin', 0)")
+    conn.commit()
+    conn.close()
+    register_migrations("test-later", ["CREATE TABLE later (x INTEGER)"])
+    try:
+        store = StateStore(db)
+        assert store.query_one("SELECT name FROM apps")["name"] == "old"
+        assert store.query("SELECT * FROM later") == []
+        steps = store.query("SELECT * FROM schema_migrations WHERE component = 'test-later'")
+        assert len(steps) == 1
+    finally:
+        from dockyard import state
+
+        state._MIGRATIONS.pop("test-later", None)
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    assert analyze, "systemd-analyze missing (Debian package systemd)"
+    unit = (REPO_ROOT / "systemd/dockyard.service").read_text()
+    # verify checks that ExecStart exists: point it at this checkout's venv.
+    unit = unit.replace("/opt/dockyard/.venv/bin/dockyard", str(REPO_ROOT / ".venv/bin/dockyard"))
+    unit = unit.replace("/etc/dockyard/dockyard.env", str(REPO_ROOT / "systemd/dockyard.env"))
+    target = tmp_path / "dockyard.service"
+    target.write_text(unit)
+    proc = subprocess.run([analyze, "verify", str(target)], capture_output=True, text=True)
+    problems = [
+        line for line in (proc.stdout + proc.stderr).splitlines()
+        if "dockyard.service" in line
+    ]  # fmt: skip
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
