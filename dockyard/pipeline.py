@@ -15,7 +15,7 @@ from dockyard.apps import App
 from dockyard.errors import DockyardError
 
 if TYPE_CHECKING:
-    from dockyard.registry import Context
+    from dockyard.registry import Context, Services
 
 
 class DeployFailed(DockyardError):
@@ -54,3 +54,23 @@ def set_pipeline(pipeline: Pipeline) -> None:
 
 def deploy(ctx: Context, app: App, source: Source) -> None:
     _pipeline(ctx, app, source)
+
+
+# Rebuilding without a push (`ps:rebuild`) needs the deploy branch's tip; whoever keeps the
+# repositories registers how to get it, so the deployer never knows git.
+SourceProvider = Callable[["Services", App], "Source | None"]
+_source_providers: list[SourceProvider] = []
+
+
+def register_source_provider(provider: SourceProvider) -> SourceProvider:
+    _source_providers.append(provider)
+    return provider
+
+
+def current_source(services: Services, app: App) -> Source | None:
+    """The code the app's deploy branch names now, or None when nothing was pushed."""
+    for provider in _source_providers:
+        source = provider(services, app)
+        if source is not None:
+            return source
+    return None
