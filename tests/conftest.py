@@ -172,6 +172,24 @@ def _provision(tmp: Path) -> tuple[Path, Path, Path, Path]:
     return data_dir, keys_dir, admin_key, user_key
 
 
+def remove_server_leftovers(server: DockyardServer) -> None:
+    """Apps and the nginx master outlive `dockyard serve` by design (a restart of Dockyard
+    must not stop them); a test's server takes them with it when the test is done."""
+    from proxy.nginx import NginxMaster
+    from proxy.render import NginxPaths
+
+    NginxMaster(NginxPaths(prefix=server.data_dir / "nginx")).stop()
+    try:
+        import docker
+
+        client = docker.from_env()
+        labels = {"label": f"dockyard.home={server.data_dir}"}
+        for container in client.containers.list(all=True, filters=labels):
+            container.remove(force=True)
+    except Exception as exc:  # no engine: nothing of ours can be running on it
+        print(f"container clean-up skipped: {exc}")
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[DockyardServer]:
     """A fresh server per test: key `admin` (admin) and key `alice` (non-admin)."""
@@ -181,6 +199,7 @@ def server(tmp_path: Path) -> Iterator[DockyardServer]:
         yield srv
     finally:
         stop_server(srv)
+        remove_server_leftovers(srv)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +211,7 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard
         yield srv
     finally:
         stop_server(srv)
+        remove_server_leftovers(srv)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,248 @@
+"""A small, bounded HTTP/1.1 load generator for loopback targets.
+
+N concurrent keep-alive connections send GET requests until a request count or a time limit
+is reached (or `stop()` is called); every non-2xx/3xx answer and every connection error
+counts as failed. Used by the proxy benchmarks and the zero-downtime test:
+
+    python bench/loadgen.py --port 8080 --host-header web.localhost --duration 10
+
+    with BackgroundLoad(port, "web.localhost") as load:   # from a test
+        ...redeploy...
+    assert load.result.failed == 0
+
+Loopback only: it refuses any other address, so it can never load someone else's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import statistics
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+MAX_REQUESTS = 1_000_000
+MAX_DURATION = 600.0
+MAX_CONCURRENCY = 256
+REQUEST_TIMEOUT = 10.0
+
+
+@dataclass
+class LoadResult:
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0  # stale keep-alive connections retried once (not failures)
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    elapsed: float = 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    @property
+    def p50_ms(self) -> float:
+        return statistics.median(self.latencies) * 1000 if self.latencies else float("nan")
+
+    @property
+    def p99_ms(self) -> float:
+        return self.percentile(0.99) * 1000
+
+    @property
+    def rps(self) -> float:
+        return (self.sent - self.failed) / self.elapsed if self.elapsed else 0.0
+
+    def summary(self) -> str:
+        line = (
+            f"sent={self.sent} failed={self.failed} p50={self.p50_ms:.2f}ms "
+            f"p99={self.p99_ms:.2f}ms rps={self.rps:.0f} retried-stale={self.retried}"
+        )
+        if self.errors:
+            line += " errors=" + ", ".join(f"{k}: {v}" for k, v in self.errors.most_common(5))
+        return line
+
+
+def _check_loopback(host: str) -> None:
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"loadgen only targets loopback addresses, not {host}")
+
+
+class _ClosedBeforeResponse(ConnectionResetError):
+    pass
+
+
+class _Connection:
+    def __init__(self, host: str, port: int, request: bytes) -> None:
+        self.host, self.port, self.request = host, port, request
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+        self.reader = self.writer = None
+
+    async def get(self) -> tuple[int, bool]:
+        """One request: (status, retried). A keep-alive connection the server closed while
+        idle is retried once on a fresh one, as HTTP clients do for idempotent requests
+        (RFC 9112 section 9.3.1); a fresh connection failing is a failure."""
+        if self.writer is not None:
+            try:
+                return await self._exchange(), False
+            except (ConnectionError, asyncio.IncompleteReadError, _ClosedBeforeResponse):
+                await self.close()
+            return (await self._exchange()), True
+        return await self._exchange(), False
+
+    async def _exchange(self) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(self.request)
+        await self.writer.drain()
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise _ClosedBeforeResponse("closed before a response")
+        status = int(status_line.split()[1])
+        length, chunked, close = 0, False, False
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.decode("latin-1").partition(":")
+            name, value = name.strip().lower(), value.strip().lower()
+            if name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding" and "chunked" in value:
+                chunked = True
+            elif name == "connection" and value == "close":
+                close = True
+        if chunked:
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+        elif length:
+            await self.reader.readexactly(length)
+        if close:
+            await self.close()
+        return status
+
+
+async def run_load_async(
+    port: int,
+    host_header: str,
+    *,
+    host: str = "127.0.0.1",
+    path: str = "/",
+    concurrency: int = 8,
+    max_requests: int = 10_000,
+    duration: float = 10.0,
+    stop: threading.Event | None = None,
+) -> LoadResult:
+    _check_loopback(host)
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+    max_requests = min(max_requests, MAX_REQUESTS)
+    duration = min(duration, MAX_DURATION)
+    request = (
+        f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: dockyard-loadgen\r\n\r\n"
+    ).encode()
+    result = LoadResult()
+    start = time.perf_counter()
+    deadline = start + duration
+
+    def more() -> bool:
+        return (
+            result.sent < max_requests
+            and time.perf_counter() < deadline
+            and not (stop is not None and stop.is_set())
+        )
+
+    async def worker() -> None:
+        conn = _Connection(host, port, request)
+        while more():
+            result.sent += 1
+            t0 = time.perf_counter()
+            try:
+                status, retried = await asyncio.wait_for(conn.get(), REQUEST_TIMEOUT)
+            except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
+                result.failed += 1
+                result.errors[type(e).__name__] += 1
+                await conn.close()
+                continue
+            result.retried += retried
+            if status >= 400:
+                result.failed += 1
+                result.errors[f"HTTP {status}"] += 1
+            else:
+                result.latencies.append(time.perf_counter() - t0)
+        await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.elapsed = time.perf_counter() - start
+    return result
+
+
+def run_load(port: int, host_header: str, **kwargs: object) -> LoadResult:
+    return asyncio.run(run_load_async(port, host_header, **kwargs))  # type: ignore[arg-type]
+
+
+class BackgroundLoad:
+    """Load in a background thread while the caller changes things; `result` after exit."""
+
+    def __init__(self, port: int, host_header: str, **kwargs: object) -> None:
+        kwargs.setdefault("duration", MAX_DURATION)
+        kwargs.setdefault("max_requests", MAX_REQUESTS)
+        self._stop = threading.Event()
+        self._args = (port, host_header)
+        self._kwargs = {**kwargs, "stop": self._stop}
+        self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
+        self.result: LoadResult | None = None
+
+    def _run(self) -> None:
+        self.result = run_load(*self._args, **self._kwargs)
+
+    def __enter__(self) -> BackgroundLoad:
+        self._thread.start()
+        return self
+
+    def stop(self) -> LoadResult:
+        self._stop.set()
+        self._thread.join()
+        assert self.result is not None
+        return self.result
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--host-header", default="localhost")
+    p.add_argument("--path", default="/")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--requests", type=int, default=10_000)
+    p.add_argument("--duration", type=float, default=10.0)
+    a = p.parse_args()
+    result = run_load(
+        a.port, a.host_header, host=a.host, path=a.path, concurrency=a.concurrency,
+        max_requests=a.requests, duration=a.duration,
+    )  # fmt: skip
+    print(result.summary())
+    return 1 if result.failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

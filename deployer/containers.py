@@ -1,0 +1,261 @@
+"""The app's containers on the local Docker engine: names, labels, start, find, retire.
+
+Live containers are named `APP.TYPE.N` (`shop.web.1`). While a deploy is checked, the new
+ones run beside them as `APP.TYPE.N.vK`; after the switch the old ones become
+`APP.TYPE.N.retiring.vJ` and the new ones take the live names. Labels, not names, are the
+truth the reconciler reads.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from dockyard.errors import DockyardError
+
+# Which Dockyard (its data dir) owns a container: several may share one engine, and one
+# must never treat another's containers as strays.
+LABEL_HOME = "dockyard.home"
+LABEL_APP = "dockyard.app"
+LABEL_RELEASE = "dockyard.release"
+LABEL_PROCESS = "dockyard.process"
+LABEL_INSTANCE = "dockyard.instance"
+ONE_OFF_PROCESS = "run"
+DEFAULT_PORT = 5000
+DEFAULT_RESTART_POLICY = "on-failure:10"
+STOP_TIMEOUT = 10
+RETIRING = "retiring"
+
+_client: docker.DockerClient | None = None
+_client_lock = threading.Lock()
+
+
+def client() -> docker.DockerClient:
+    """One shared SDK client: its connection pool is thread-safe."""
+    global _client
+    with _client_lock:
+        if _client is None:
+            _client = docker.from_env(max_pool_size=64, timeout=120)
+        return _client
+
+
+def live_name(app: str, process_type: str, instance: int) -> str:
+    return f"{app}.{process_type}.{instance}"
+
+
+def staged_name(app: str, process_type: str, instance: int, version: int) -> str:
+    return f"{live_name(app, process_type, instance)}.v{version}"
+
+
+def retiring_name(app: str, process_type: str, instance: int, tag: str) -> str:
+    return f"{live_name(app, process_type, instance)}.{RETIRING}.{tag}"
+
+
+def parse_restart_policy(value: str) -> dict[str, object]:
+    """`no`, `always`, `unless-stopped`, `on-failure[:N]` → the engine's RestartPolicy."""
+    name, _, count = value.partition(":")
+    if name == "on-failure":
+        if count and not count.isdigit():
+            raise ValueError(value)
+        return {"Name": name, "MaximumRetryCount": int(count or 0)}
+    if name in ("no", "always", "unless-stopped") and not count:
+        return {"Name": name}
+    raise ValueError(value)
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory: str | None = None  # docker syntax: 512m, 1g
+    cpus: float | None = None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One container to start for a release."""
+
+    home: str
+    app: str
+    version: int
+    image: str
+    process_type: str
+    instance: int
+    command: str | None
+    environment: dict[str, str]
+    port: int | None  # published on 127.0.0.1 for web processes
+    restart_policy: str = DEFAULT_RESTART_POLICY
+    limits: Limits = Limits()
+
+    def labels(self) -> dict[str, str]:
+        return {
+            LABEL_HOME: self.home,
+            LABEL_APP: self.app,
+            LABEL_RELEASE: str(self.version),
+            LABEL_PROCESS: self.process_type,
+            LABEL_INSTANCE: str(self.instance),
+        }
+
+
+def container_command(image: str, command: str | None) -> list[str] | None:
+    """A Procfile command runs through the image's shell, unless the image has an
+    ENTRYPOINT, which then receives the command's words as its arguments (as Dokku does)."""
+    if command is None:
+        return None
+    if image_entrypoint(image):
+        import shlex
+
+        return shlex.split(command)
+    return ["/bin/sh", "-c", command]
+
+
+def image_entrypoint(image: str) -> list[str] | None:
+    attrs = client().images.get(image).attrs
+    return (attrs.get("Config") or {}).get("Entrypoint")
+
+
+def start(spec: ProcessSpec, name: str) -> Container:
+    kwargs: dict[str, object] = {}
+    if spec.limits.memory:
+        kwargs["mem_limit"] = spec.limits.memory
+    if spec.limits.cpus:
+        kwargs["nano_cpus"] = int(spec.limits.cpus * 1e9)
+    if spec.port is not None:
+        kwargs["ports"] = {f"{spec.port}/tcp": ("127.0.0.1", None)}
+    remove_named(name, spec.home)
+    container = client().containers.run(
+        spec.image,
+        command=container_command(spec.image, spec.command),
+        name=name,
+        detach=True,
+        environment=spec.environment,
+        labels=spec.labels(),
+        restart_policy=parse_restart_policy(spec.restart_policy),
+        init=True,  # signals reach the app (SIGTERM on retire), zombies are reaped
+        **kwargs,
+    )
+    return container
+
+
+def remove_named(name: str, home: str) -> None:
+    """Remove a leftover container of ours holding `name` (a crashed deploy's)."""
+    try:
+        container = client().containers.get(name)
+    except docker.errors.NotFound:
+        return
+    if container.labels.get(LABEL_HOME) != home:
+        raise DockyardError(
+            f"A container named {name} exists and does not belong to this Dockyard; "
+            "remove or rename it"
+        )
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def host_port(container: Container, port: int) -> int | None:
+    container.reload()
+    bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
+    if not bindings:
+        return None
+    return int(bindings[0]["HostPort"])
+
+
+def app_containers(
+    home: str, app: str | None = None, include_one_off: bool = False
+) -> list[Container]:
+    """This Dockyard's containers, of one app or of all."""
+    filters = {"label": [f"{LABEL_HOME}={home}", f"{LABEL_APP}={app}" if app else LABEL_APP]}
+    found = client().containers.list(all=True, filters=filters)
+    if include_one_off:
+        return found
+    return [c for c in found if c.labels.get(LABEL_PROCESS) != ONE_OFF_PROCESS]
+
+
+def release_of(container: Container) -> int:
+    try:
+        return int(container.labels.get(LABEL_RELEASE, "0"))
+    except ValueError:
+        return 0
+
+
+def instance_of(container: Container) -> tuple[str, int]:
+    try:
+        instance = int(container.labels.get(LABEL_INSTANCE, "0"))
+    except ValueError:
+        instance = 0
+    return container.labels.get(LABEL_PROCESS, ""), instance
+
+
+def is_retiring(container: Container) -> bool:
+    return f".{RETIRING}." in container.name
+
+
+def remove(containers: Iterable[Container], timeout: int = STOP_TIMEOUT) -> None:
+    for container in containers:
+        try:
+            if container.status == "running":
+                container.stop(timeout=timeout)
+            container.remove(force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # removal already in progress
+                raise
+
+
+def last_log_lines(container: Container, count: int = 20) -> list[str]:
+    try:
+        data = container.logs(stdout=True, stderr=True, tail=count)
+    except docker.errors.APIError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()
+
+
+class Retirer:
+    """Stops old containers after the drain delay, on background threads. Whatever is still
+    waiting when the process exits is retired at once: the proxy no longer points at it."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Container] = {}
+        self._lock = threading.Lock()
+        import atexit
+
+        atexit.register(self.retire_all_now)
+
+    def schedule(self, containers: list[Container], delay: float) -> None:
+        if not containers:
+            return
+        with self._lock:
+            for c in containers:
+                self._pending[c.id] = c
+        timer = threading.Timer(delay, self._retire, args=(containers,))
+        timer.daemon = True
+        timer.start()
+
+    def _retire(self, containers: list[Container]) -> None:
+        with self._lock:
+            mine = [c for c in containers if self._pending.pop(c.id, None) is not None]
+        try:
+            remove(mine)
+        except docker.errors.DockerException:
+            pass  # the reconciler removes stragglers at the next start
+
+    def pending_ids(self) -> set[str]:
+        with self._lock:
+            return set(self._pending)
+
+    def retire_all_now(self) -> None:
+        with self._lock:
+            mine, self._pending = list(self._pending.values()), {}
+        try:
+            remove(mine, timeout=2)
+        except Exception:  # interpreter shutdown: best effort only
+            pass
+
+
+retirer = Retirer()

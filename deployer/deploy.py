@@ -1,0 +1,394 @@
+"""Putting a release into service with zero downtime, and keeping it there.
+
+`ReleaseDeployer.deploy` is the switch: release phase, new containers beside the old ones,
+checks, the proxy moves traffic, the old ones retire in the background. Any failure before
+the proxy switch removes only the new containers, so the old release keeps serving.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, NoReturn, Protocol
+
+import docker.errors
+from docker.models.containers import Container
+
+from deployer import containers as docker_ops
+from deployer.containers import (
+    DEFAULT_PORT,
+    ONE_OFF_PROCESS,
+    ProcessSpec,
+    live_name,
+    retiring_name,
+    staged_name,
+)
+from deployer.healthchecks import CheckFailed, checks_for, run_check, wait_running
+from deployer.releases import Release, ReleaseStore, effective_formation
+from deployer.settings import DeploySettings
+from dockyard.apps import App
+from dockyard.errors import DockyardError
+from dockyard.output import Output
+
+if TYPE_CHECKING:
+    from dockyard.registry import Services
+
+LOG_LINES_ON_FAILURE = 20
+
+
+class DeployError(DockyardError):
+    """A deploy that did not switch; the message carries the reason and the logs."""
+
+
+class Router(Protocol):
+    def publish(self, services: Services, app: str, upstreams: list[str]) -> list[str]: ...
+    def unpublish(self, services: Services, app: str) -> None: ...
+    def app_urls(self, services: Services, app: str) -> list[str]: ...
+
+
+class ProxyRouter:
+    """The proxy stage's public surface, imported when first used."""
+
+    def publish(self, services: Services, app: str, upstreams: list[str]) -> list[str]:
+        import proxy
+
+        return proxy.publish(services, app, upstreams)
+
+    def unpublish(self, services: Services, app: str) -> None:
+        import proxy
+
+        proxy.unpublish(services, app)
+
+    def app_urls(self, services: Services, app: str) -> list[str]:
+        import proxy
+
+        return proxy.app_urls(services, app)
+
+
+router: Router = ProxyRouter()
+
+
+def home_of(services: Services) -> str:
+    return str(services.settings.data_dir)
+
+
+def container_port(release: Release, config: dict[str, str]) -> int:
+    """`PORT` as set by the user, else the image's single EXPOSE, else 5000."""
+    if config.get("PORT", "").isdigit():
+        return int(config["PORT"])
+    if len(release.ports) == 1:
+        return int(release.ports[0])
+    return DEFAULT_PORT
+
+
+class ReleaseDeployer:
+    """Starts, checks, switches and retires one app's containers."""
+
+    def __init__(self, services: Services, app: App, out: Output) -> None:
+        self.services = services
+        self.app = app
+        self.out = out
+        self.releases = ReleaseStore(services.state)
+        self.settings = DeploySettings(services.properties, app)
+        self.home = home_of(services)
+
+    # -- building blocks ------------------------------------------------------------
+    def environment(self, release: Release) -> dict[str, str]:
+        env = self.services.config.effective(self.app)
+        env["PORT"] = str(container_port(release, env))
+        return env
+
+    def spec(self, release: Release, process_type: str, instance: int) -> ProcessSpec:
+        env = self.environment(release)
+        env["DYNO"] = f"{process_type}.{instance}"
+        return ProcessSpec(
+            home=self.home,
+            app=self.app.name,
+            version=release.version,
+            image=release.image,
+            process_type=process_type,
+            instance=instance,
+            command=release.command_for(process_type),
+            environment=env,
+            port=int(env["PORT"]) if process_type == "web" else None,
+            restart_policy=self.settings.restart_policy,
+            limits=self.settings.limits,
+        )
+
+    def live_containers(self) -> dict[tuple[str, int], Container]:
+        """The containers holding live names, by (type, instance)."""
+        found = {}
+        for c in docker_ops.app_containers(self.home, self.app.name):
+            process_type, instance = docker_ops.instance_of(c)
+            if c.name == live_name(self.app.name, process_type, instance):
+                found[(process_type, instance)] = c
+        return found
+
+    def upstream(self, container: Container) -> str | None:
+        process_type, _ = docker_ops.instance_of(container)
+        if process_type != "web":
+            return None
+        env = dict(
+            item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item
+        )
+        port = int(env.get("PORT", DEFAULT_PORT))
+        host_port = docker_ops.host_port(container, port)
+        return f"127.0.0.1:{host_port}" if host_port else None
+
+    def publish(self, web: list[Container]) -> list[str]:
+        upstreams = [u for u in (self.upstream(c) for c in web) if u]
+        if not upstreams:
+            router.unpublish(self.services, self.app.name)
+            return []
+        return router.publish(self.services, self.app.name, upstreams)
+
+    def start_checked(
+        self, release: Release, wanted: list[tuple[str, int]], name_for: Callable[[str, int], str]
+    ) -> list[Container]:
+        """Start containers and check them; on any failure remove them all and raise."""
+        started: list[tuple[Container, ProcessSpec]] = []
+        current: Container | None = None
+        try:
+            for process_type, instance in wanted:
+                spec = self.spec(release, process_type, instance)
+                current = None  # a start that fails leaves no container to read logs from
+                current = docker_ops.start(spec, name_for(process_type, instance))
+                started.append((current, spec))
+            for current, spec in started:
+                self.check(release, current, spec)
+        except CheckFailed as exc:
+            self.fail_with_logs([c for c, _ in started], current, str(exc))
+        except docker.errors.DockerException as exc:
+            self.fail_with_logs([c for c, _ in started], current, _docker_message(exc))
+        return [c for c, _ in started]
+
+    def check(self, release: Release, container: Container, spec: ProcessSpec) -> None:
+        dyno = f"{spec.process_type}.{spec.instance}"
+        checks = checks_for(release.app_json, spec.process_type)
+        if not self.settings.checks_enabled:
+            self.out.detail(f"Zero downtime checks are disabled, skipping ({dyno})")
+            return
+        if not checks:
+            wait_running(container)
+            return
+        self.out.detail(f"Attempting pre-flight checks ({dyno})")
+        host_port = docker_ops.host_port(container, spec.port) if spec.port else None
+        for check in checks:
+            run_check(container, check, host_port)
+        self.out.detail(f"All checks successful ({dyno})")
+
+    def fail_with_logs(
+        self, started: list[Container], failing: Container | None, reason: str
+    ) -> NoReturn:
+        lines = docker_ops.last_log_lines(failing, LOG_LINES_ON_FAILURE) if failing else []
+        name = failing.name if failing else self.app.name
+        docker_ops.remove(started, timeout=1)
+        message = [f"Deploy of {self.app.name} failed: {name}: {reason}"]
+        if lines:
+            message.append(f"Last {len(lines)} log lines of {name}:")
+            message += [f"  {line}" for line in lines]
+        message.append("The previous release keeps serving.")
+        raise DeployError("\n".join(message))
+
+    # -- one-off phases (release command, predeploy, postdeploy) --------------------
+    def run_phase(self, release: Release, phase: str, command: str) -> None:
+        env = self.environment(release)
+        env["DYNO"] = f"{phase}.1"
+        name = f"{self.app.name}.{phase}.{release.version}"
+        docker_ops.remove_named(name, self.home)
+        container = docker_ops.client().containers.run(
+            release.image,
+            command=docker_ops.container_command(release.image, command),
+            name=name,
+            detach=True,
+            environment=env,
+            labels={
+                docker_ops.LABEL_HOME: self.home,
+                docker_ops.LABEL_APP: self.app.name,
+                docker_ops.LABEL_RELEASE: str(release.version),
+                docker_ops.LABEL_PROCESS: ONE_OFF_PROCESS,
+                docker_ops.LABEL_INSTANCE: phase,
+            },
+            init=True,
+        )
+        try:
+            for chunk in _lines(container.logs(stream=True, follow=True)):
+                self.out.detail(chunk)
+            status = container.wait().get("StatusCode", 1)
+        finally:
+            docker_ops.remove([container], timeout=1)
+        if status != 0:
+            raise DeployError(
+                f"{phase} command `{command}` failed with exit status {status}; "
+                "the deploy was aborted and the previous release keeps serving."
+            )
+
+    # -- the switch ----------------------------------------------------------------
+    def deploy(self, release: Release, announce: bool = True) -> list[str]:
+        """Release phase, new containers, checks, switch, retire. Returns the app's URLs."""
+        formation = effective_formation(release.formation, release)
+        release.formation = formation
+        if announce:
+            self.out.step(f"Releasing {self.app.name}...")
+        if "release" in release.procfile:
+            self.out.step(f"Running release command: {release.procfile['release']}")
+            self.run_phase(release, "release", release.procfile["release"])
+        predeploy = _script(release.app_json, "predeploy")
+        if predeploy:
+            self.out.step(f"Running predeploy: {predeploy}")
+            self.run_phase(release, "predeploy", predeploy)
+        self.out.heading("Processing deployment checks")
+        self.out.step(f"Deploying {self.app.name}...")
+        wanted = [(t, n) for t, q in sorted(formation.items()) for n in range(1, q + 1)]
+        old = docker_ops.app_containers(self.home, self.app.name)
+        new = self.start_checked(
+            release, wanted, lambda t, n: staged_name(self.app.name, t, n, release.version)
+        )
+        try:
+            urls = self.publish([c for c in new if docker_ops.instance_of(c)[0] == "web"])
+        except DockyardError as exc:
+            docker_ops.remove(new, timeout=1)
+            raise DeployError(
+                f"Deploy of {self.app.name} failed: the proxy refused the new routes: "
+                f"{exc.message}\nThe previous release keeps serving."
+            ) from None
+        self.releases.make_current(self.app, release)
+        self.releases.set_formation(self.app, formation)
+        self.swap_names(old, new)
+        self.out.heading("Application deployed:")
+        for url in urls:
+            self.out.detail(url)
+        postdeploy = _script(release.app_json, "postdeploy")
+        if postdeploy:
+            self.out.step(f"Running postdeploy: {postdeploy}")
+            self.run_phase(release, "postdeploy", postdeploy)
+        return urls
+
+    def swap_names(self, old: list[Container], new: list[Container]) -> None:
+        """Old containers step aside under retiring names, the new take the live names."""
+        new_ids = {c.id for c in new}
+        leaving = [c for c in old if c.id not in new_ids and not docker_ops.is_retiring(c)]
+        for c in leaving:
+            process_type, instance = docker_ops.instance_of(c)
+            try:
+                c.rename(retiring_name(self.app.name, process_type, instance, _short(c)))
+            except docker.errors.NotFound:
+                pass
+        for c in new:
+            process_type, instance = docker_ops.instance_of(c)
+            c.rename(live_name(self.app.name, process_type, instance))
+        docker_ops.retirer.schedule(leaving, self.settings.wait_to_retire)
+
+    # -- changes to a running release -------------------------------------------------
+    def scale(self, release: Release, formation: dict[str, int]) -> None:
+        """Start the instances that are missing, stop the ones beyond the new quantity;
+        the existing ones keep running."""
+        formation = effective_formation(formation, release)
+        live = self.live_containers()
+        missing = [
+            (t, n)
+            for t, q in sorted(formation.items())
+            for n in range(1, q + 1)
+            if (t, n) not in live
+        ]
+        surplus = [c for (t, n), c in live.items() if n > formation.get(t, 0)]
+        self.releases.set_formation(self.app, formation)
+        if not self.releases.is_running(self.app):
+            return
+        started = self.start_checked(release, missing, lambda t, n: live_name(self.app.name, t, n))
+        keep = [c for c in live.values() if c not in surplus] + started
+        try:
+            self.publish([c for c in keep if docker_ops.instance_of(c)[0] == "web"])
+        except DockyardError:
+            docker_ops.remove(started, timeout=1)
+            raise
+        for c in surplus:
+            process_type, instance = docker_ops.instance_of(c)
+            c.rename(retiring_name(self.app.name, process_type, instance, _short(c)))
+        docker_ops.retirer.schedule(surplus, self.settings.wait_to_retire)
+
+    def stop(self) -> int:
+        self.releases.set_running(self.app, False)
+        live = list(self.live_containers().values())
+        for c in live:
+            c.stop(timeout=docker_ops.STOP_TIMEOUT)
+        return len(live)
+
+    def reconcile(self) -> list[str]:
+        """Make the containers match the current release and formation: start stopped
+        ones, recreate missing ones, remove strays; then re-publish routes. Returns what
+        was done, for the log."""
+        done: list[str] = []
+        release = self.releases.current(self.app)
+        all_containers = docker_ops.app_containers(self.home, self.app.name)
+        if release is None:
+            docker_ops.remove(all_containers, timeout=2)
+            return [f"removed {c.name}" for c in all_containers]
+        formation = effective_formation(self.releases.formation(self.app), release)
+        live = {}
+        strays = []
+        for c in all_containers:
+            process_type, instance = docker_ops.instance_of(c)
+            if (
+                docker_ops.release_of(c) == release.version
+                and c.name == live_name(self.app.name, process_type, instance)
+                and instance <= formation.get(process_type, 0)
+            ):
+                live[(process_type, instance)] = c
+            elif not (docker_ops.is_retiring(c) and c.id in docker_ops.retirer.pending_ids()):
+                strays.append(c)
+        docker_ops.remove(strays, timeout=2)
+        done += [f"removed {c.name}" for c in strays]
+        if not self.releases.is_running(self.app):
+            return done
+        for c in live.values():
+            if c.status != "running":
+                c.start()
+                done.append(f"started {c.name}")
+        for t, q in sorted(formation.items()):
+            for n in range(1, q + 1):
+                if (t, n) not in live:
+                    live[(t, n)] = docker_ops.start(
+                        self.spec(release, t, n), live_name(self.app.name, t, n)
+                    )
+                    done.append(f"created {live[(t, n)].name}")
+        web = [c for (t, _), c in live.items() if t == "web"]
+        if web:
+            self._wait_ports(web)
+            self.publish(web)
+        return done
+
+    def _wait_ports(self, web: list[Container], timeout: float = 5.0) -> None:
+        """A just-started container gets its host port a moment after `start` returns."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.upstream(c) for c in web):
+                return
+            time.sleep(0.05)
+
+
+def _short(container: Container) -> str:
+    return container.id[:12]
+
+
+def _script(app_json: dict, phase: str) -> str | None:
+    scripts = ((app_json.get("scripts") or {}).get("dokku") or {}) if app_json else {}
+    value = scripts.get(phase)
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def _docker_message(exc: docker.errors.DockerException) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
+
+
+def _lines(stream: Iterable[bytes]) -> Iterator[str]:
+    """Split a docker log byte stream into text lines as they arrive."""
+    buf = b""
+    for chunk in stream:
+        buf += chunk
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if buf:
+        yield buf.decode("utf-8", "replace")

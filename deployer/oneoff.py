@@ -1,0 +1,153 @@
+"""`run APP CMD…`: a one-off container from the current release, attached to the client.
+
+With a pty (`ssh -t`) the container gets a tty and the raw stream is pumped both ways.
+Without one, the engine's multiplexed stream is split so that the client's stdout carries
+only the command's stdout and its stderr only the command's stderr; stdin is forwarded
+until the client closes it, then the container's stdin is closed too.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from typing import BinaryIO
+
+import docker
+import docker.errors
+
+from deployer import containers as docker_ops
+from dockyard.output import ERROR
+
+STREAM_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, frame length
+STREAM_STDOUT = 1
+STREAM_STDERR = 2
+READ_CHUNK = 65536
+CANCEL_POLL = 0.25
+
+
+class OneOff:
+    def __init__(
+        self,
+        image: str,
+        argv: list[str],
+        environment: dict[str, str],
+        labels: dict[str, str],
+        name: str,
+        tty: bool,
+    ) -> None:
+        self.image = image
+        self.argv = argv
+        self.environment = environment
+        self.labels = labels
+        self.name = name
+        self.tty = tty
+
+    def run(
+        self, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO, cancelled: threading.Event
+    ) -> int:
+        api = docker_ops.client().api
+        created = api.create_container(
+            self.image,
+            command=self.argv,
+            name=self.name,
+            environment=self.environment,
+            labels=self.labels,
+            tty=self.tty,
+            stdin_open=True,
+            detach=False,  # with stdin_open: StdinOnce, so closing our stdin ends theirs
+            host_config=api.create_host_config(init=True),
+        )
+        container_id = created["Id"]
+        try:
+            attached = api.attach_socket(
+                container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}
+            )
+            sock: socket.socket = attached._sock
+            api.start(container_id)
+            pump = threading.Thread(target=_pump_stdin, args=(stdin, sock), daemon=True)
+            pump.start()
+            finished = threading.Event()
+            watcher = threading.Thread(
+                target=_kill_on_cancel,
+                args=(api, container_id, cancelled, finished),
+                daemon=True,
+            )
+            watcher.start()
+            try:
+                if self.tty:
+                    _copy_raw(sock, stdout)
+                else:
+                    _demux(sock, stdout, stderr)
+                status = int(api.wait(container_id).get("StatusCode", 1))
+                # A command that could not even start (not found) leaves its reason here.
+                error = (api.inspect_container(container_id).get("State") or {}).get("Error")
+                if error:
+                    stderr.write(f"{ERROR}{error}\n".encode("utf-8", "replace"))
+                return status
+            finally:
+                finished.set()
+        finally:
+            try:
+                api.remove_container(container_id, force=True)
+            except docker.errors.APIError:
+                pass
+
+
+def _pump_stdin(stdin: BinaryIO, sock: socket.socket) -> None:
+    try:
+        while True:
+            read = getattr(stdin, "read1", None) or stdin.read
+            data = read(READ_CHUNK)
+            if not data:
+                break
+            sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
+def _kill_on_cancel(
+    api: docker.APIClient, container_id: str, cancelled: threading.Event, finished: threading.Event
+) -> None:
+    """The client went away: the one-off container must not outlive it."""
+    while not finished.wait(CANCEL_POLL):
+        if cancelled.is_set():
+            break
+    else:
+        return
+    try:
+        api.kill(container_id)
+    except docker.errors.APIError:
+        pass  # already gone: the normal end of a command
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data)
+
+
+def _demux(sock: socket.socket, stdout: BinaryIO, stderr: BinaryIO) -> None:
+    while True:
+        header = _recv_exact(sock, STREAM_HEADER.size)
+        if len(header) < STREAM_HEADER.size:
+            return
+        stream, length = STREAM_HEADER.unpack(header)
+        payload = _recv_exact(sock, length)
+        target = stderr if stream == STREAM_STDERR else stdout
+        target.write(payload)
+        if not payload:
+            return
+
+
+def _copy_raw(sock: socket.socket, stdout: BinaryIO) -> None:
+    while True:
+        chunk = sock.recv(READ_CHUNK)
+        if not chunk:
+            return
+        stdout.write(chunk)

@@ -1,0 +1,219 @@
+"""Releases, formation and per-app deploy state, kept in state.db.
+
+A release is everything needed to run an app again without building: the image, the app's
+own config vars at that moment, the Procfile, app.json and the process formation. Releases
+are numbered per app (v1, v2…); `current` names the one whose containers serve traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from dockyard.apps import App
+from dockyard.state import StateStore, register_migrations
+
+register_migrations(
+    "deployer",
+    [
+        """CREATE TABLE releases (
+            app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            version INTEGER NOT NULL,
+            image TEXT NOT NULL,
+            image_id TEXT NOT NULL DEFAULT '',
+            revision TEXT NOT NULL DEFAULT '',
+            description TEXT NOT NULL,
+            config TEXT NOT NULL,
+            formation TEXT NOT NULL,
+            procfile TEXT NOT NULL,
+            app_json TEXT NOT NULL,
+            ports TEXT NOT NULL,
+            status TEXT NOT NULL,
+            actor TEXT NOT NULL DEFAULT '',
+            created_at REAL NOT NULL,
+            PRIMARY KEY (app_id, version)
+        )""",
+        """CREATE TABLE deploy_state (
+            app_id INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            current_version INTEGER,
+            running INTEGER NOT NULL DEFAULT 1
+        )""",
+        """CREATE TABLE formation (
+            app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE ON UPDATE CASCADE,
+            process_type TEXT NOT NULL,
+            quantity INTEGER NOT NULL,
+            PRIMARY KEY (app_id, process_type)
+        )""",
+    ],
+)
+
+STATUS_PENDING = "pending"
+STATUS_SUCCEEDED = "succeeded"
+STATUS_FAILED = "failed"
+
+
+@dataclass
+class Release:
+    version: int
+    image: str
+    image_id: str
+    revision: str
+    description: str
+    config: dict[str, str]
+    formation: dict[str, int]
+    procfile: dict[str, str]
+    app_json: dict
+    ports: list[int]
+    status: str = STATUS_PENDING
+    actor: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return f"v{self.version}"
+
+    def process_types(self) -> list[str]:
+        """Types this image can run: the Procfile's (minus `release`), else just `web`."""
+        types = [t for t in self.procfile if t != "release"]
+        return types or ["web"]
+
+    def command_for(self, process_type: str) -> str | None:
+        """The Procfile command, or None to run the image's own CMD."""
+        return self.procfile.get(process_type)
+
+
+def _row_to_release(row) -> Release:
+    return Release(
+        version=row["version"],
+        image=row["image"],
+        image_id=row["image_id"],
+        revision=row["revision"],
+        description=row["description"],
+        config=json.loads(row["config"]),
+        formation={k: int(v) for k, v in json.loads(row["formation"]).items()},
+        procfile=json.loads(row["procfile"]),
+        app_json=json.loads(row["app_json"]),
+        ports=list(json.loads(row["ports"])),
+        status=row["status"],
+        actor=row["actor"],
+        created_at=row["created_at"],
+    )
+
+
+class ReleaseStore:
+    def __init__(self, state: StateStore) -> None:
+        self.state = state
+
+    def all(self, app: App) -> list[Release]:
+        rows = self.state.query(
+            "SELECT * FROM releases WHERE app_id = ? ORDER BY version", (app.id,)
+        )
+        return [_row_to_release(r) for r in rows]
+
+    def get(self, app: App, version: int) -> Release | None:
+        row = self.state.query_one(
+            "SELECT * FROM releases WHERE app_id = ? AND version = ?", (app.id, version)
+        )
+        return _row_to_release(row) if row else None
+
+    def current_version(self, app: App) -> int | None:
+        row = self.state.query_one(
+            "SELECT current_version FROM deploy_state WHERE app_id = ?", (app.id,)
+        )
+        return row["current_version"] if row else None
+
+    def current(self, app: App) -> Release | None:
+        version = self.current_version(app)
+        return self.get(app, version) if version else None
+
+    def is_running(self, app: App) -> bool:
+        """False after `ps:stop` until `ps:start` or the next deploy."""
+        row = self.state.query_one("SELECT running FROM deploy_state WHERE app_id = ?", (app.id,))
+        return bool(row["running"]) if row else True
+
+    def set_running(self, app: App, running: bool) -> None:
+        with self.state.transaction() as conn:
+            conn.execute(
+                "INSERT INTO deploy_state (app_id, running) VALUES (?, ?) "
+                "ON CONFLICT(app_id) DO UPDATE SET running = excluded.running",
+                (app.id, int(running)),
+            )
+
+    def add(self, app: App, release: Release) -> Release:
+        """Store a pending release under the next free number."""
+        with self.state.transaction() as conn:
+            top = conn.execute(
+                "SELECT COALESCE(MAX(version), 0) FROM releases WHERE app_id = ?", (app.id,)
+            ).fetchone()[0]
+            release.version = top + 1
+            conn.execute(
+                "INSERT INTO releases (app_id, version, image, image_id, revision, description,"
+                " config, formation, procfile, app_json, ports, status, actor, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    app.id, release.version, release.image, release.image_id,
+                    release.revision, release.description, json.dumps(release.config),
+                    json.dumps(release.formation), json.dumps(release.procfile),
+                    json.dumps(release.app_json), json.dumps(release.ports), release.status,
+                    release.actor, release.created_at,
+                ),
+            )  # fmt: skip
+        return release
+
+    def mark_failed(self, app: App, release: Release) -> None:
+        release.status = STATUS_FAILED
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE releases SET status = ? WHERE app_id = ? AND version = ?",
+                (STATUS_FAILED, app.id, release.version),
+            )
+
+    def make_current(self, app: App, release: Release) -> None:
+        release.status = STATUS_SUCCEEDED
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE releases SET status = ? WHERE app_id = ? AND version = ?",
+                (STATUS_SUCCEEDED, app.id, release.version),
+            )
+            conn.execute(
+                "INSERT INTO deploy_state (app_id, current_version, running) VALUES (?, ?, 1) "
+                "ON CONFLICT(app_id) DO UPDATE SET current_version = excluded.current_version,"
+                " running = 1",
+                (app.id, release.version),
+            )
+
+    def rename_images(self, app: App, old_repo: str, new_repo: str) -> None:
+        with self.state.transaction() as conn:
+            for row in conn.execute(
+                "SELECT version, image FROM releases WHERE app_id = ?", (app.id,)
+            ).fetchall():
+                repo, _, tag = row["image"].rpartition(":")
+                if repo == old_repo:
+                    conn.execute(
+                        "UPDATE releases SET image = ? WHERE app_id = ? AND version = ?",
+                        (f"{new_repo}:{tag}", app.id, row["version"]),
+                    )
+
+    # Formation: the wanted number of containers per process type.
+    def formation(self, app: App) -> dict[str, int]:
+        rows = self.state.query(
+            "SELECT process_type, quantity FROM formation WHERE app_id = ? ORDER BY process_type",
+            (app.id,),
+        )
+        return {r["process_type"]: r["quantity"] for r in rows}
+
+    def set_formation(self, app: App, quantities: dict[str, int]) -> None:
+        with self.state.transaction() as conn:
+            for process_type, quantity in quantities.items():
+                conn.execute(
+                    "INSERT OR REPLACE INTO formation (app_id, process_type, quantity)"
+                    " VALUES (?, ?, ?)",
+                    (app.id, process_type, quantity),
+                )
+
+
+def effective_formation(wanted: dict[str, int], release: Release) -> dict[str, int]:
+    """Every process type the release can run, with its quantity: `web` defaults to 1 and
+    other types to 0, as on Dokku; types the image does not have are dropped."""
+    return {t: wanted.get(t, 1 if t == "web" else 0) for t in release.process_types()}

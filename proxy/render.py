@@ -1,0 +1,225 @@
+"""nginx configuration text, from plain values. Pure functions: no state, no files.
+
+Every value placed in the text has been validated (proxy.validate) before it gets here;
+these functions only arrange it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HTTP_DEFAULT_PORT = 80
+HTTPS_DEFAULT_PORT = 443
+# Our own name for the upgrade map, so it cannot clash with one the system nginx defines.
+UPGRADE_VAR = "$dockyard_connection_upgrade"
+UPSTREAM_KEEPALIVE = 32
+# A retiring or not-yet-listening container must not fail a request: try the next one.
+NEXT_UPSTREAM_TRIES = 3
+NEXT_UPSTREAM_TIMEOUT = "10s"
+CONNECT_TIMEOUT = "5s"
+SEND_TIMEOUT = "60s"
+READ_TIMEOUT = "60s"
+NOT_FOUND_TEXT = "404 Not Found: no app is configured for this host\\n"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the proxy listens. `https` is None when no app has a certificate."""
+
+    http: tuple[str, int]
+    https: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class CertPaths:
+    crt: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class AppRoute:
+    app: str
+    server_names: Sequence[str]
+    upstreams: Sequence[str]
+    client_max_body_size: str = "1m"
+    cert: CertPaths | None = None
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where Dockyard's own nginx master keeps everything (all under the data dir)."""
+
+    prefix: Path
+    user_root: bool = False
+    worker_processes: str = "auto"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def conf(self) -> Path:
+        return self.prefix / "nginx.conf"
+
+    @property
+    def pid(self) -> Path:
+        return self.prefix / "nginx.pid"
+
+    @property
+    def error_log(self) -> Path:
+        return self.prefix / "logs" / "error.log"
+
+    @property
+    def access_log(self) -> Path:
+        return self.prefix / "logs" / "access.log"
+
+    @property
+    def temp_dir(self) -> Path:
+        return self.prefix / "temp"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.prefix / "certs"
+
+
+def listen_address(addr: tuple[str, int]) -> str:
+    host, port = addr
+    if ":" in host:
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def upstream_name(app: str) -> str:
+    return f"dockyard-{app}"
+
+
+def render_upgrade_map() -> str:
+    # Empty Connection for plain requests keeps upstream keepalive working; "upgrade" only
+    # when the client asked for it (WebSocket).
+    return f"map $http_upgrade {UPGRADE_VAR} {{\n    default upgrade;\n    ''      '';\n}}\n"
+
+
+def render_default_server(listen: Listen) -> str:
+    """Unknown hosts get a plain 404, never another app."""
+    lines = [
+        "server {",
+        f"    listen {listen_address(listen.http)} default_server;",
+        "    server_name _;",
+        "    default_type text/plain;",
+        f'    return 404 "{NOT_FOUND_TEXT}";',
+        "}",
+    ]
+    if listen.https is not None:
+        lines += [
+            "server {",
+            f"    listen {listen_address(listen.https)} ssl default_server;",
+            "    server_name _;",
+            # No certificate for unknown names: refuse the TLS handshake outright.
+            "    ssl_reject_handshake on;",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _proxy_location(route: AppRoute) -> list[str]:
+    return [
+        "    location / {",
+        f"        proxy_pass http://{upstream_name(route.app)};",
+        "        proxy_http_version 1.1;",
+        "        proxy_set_header Upgrade $http_upgrade;",
+        f"        proxy_set_header Connection {UPGRADE_VAR};",
+        "        proxy_set_header Host $http_host;",
+        "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+        "        proxy_set_header X-Forwarded-Proto $scheme;",
+        "        proxy_set_header X-Forwarded-Host $host;",
+        "        proxy_set_header X-Forwarded-Port $server_port;",
+        "        proxy_set_header X-Request-Start t=${msec};",
+        f"        proxy_connect_timeout {CONNECT_TIMEOUT};",
+        f"        proxy_send_timeout {SEND_TIMEOUT};",
+        f"        proxy_read_timeout {READ_TIMEOUT};",
+        "        proxy_next_upstream error timeout http_502;",
+        f"        proxy_next_upstream_tries {NEXT_UPSTREAM_TRIES};",
+        f"        proxy_next_upstream_timeout {NEXT_UPSTREAM_TIMEOUT};",
+        "    }",
+    ]
+
+
+def render_server_block(route: AppRoute, listen: Listen) -> str:
+    """The upstream and server blocks that route one app's host names to its containers."""
+    names = " ".join(route.server_names)
+    lines = [f"upstream {upstream_name(route.app)} {{"]
+    lines += [f"    server {u} max_fails=1 fail_timeout=5s;" for u in route.upstreams]
+    lines += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+    common = [
+        f"    server_name {names};",
+        f"    client_max_body_size {route.client_max_body_size};",
+    ]
+    if route.cert is None or listen.https is None:
+        lines += ["server {", f"    listen {listen_address(listen.http)};", *common]
+        lines += [*_proxy_location(route), "}"]
+        return "\n".join(lines) + "\n"
+    port = listen.https[1]
+    suffix = "" if port == HTTPS_DEFAULT_PORT else f":{port}"
+    lines += [
+        "server {",
+        f"    listen {listen_address(listen.http)};",
+        f"    server_name {names};",
+        f"    return 301 https://$host{suffix}$request_uri;",
+        "}",
+        "server {",
+        f"    listen {listen_address(listen.https)} ssl;",
+        *common,
+        f"    ssl_certificate {route.cert.crt};",
+        f"    ssl_certificate_key {route.cert.key};",
+        "    ssl_protocols TLSv1.2 TLSv1.3;",
+        "    ssl_session_cache shared:dockyard_ssl:10m;",
+        *_proxy_location(route),
+        "}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def render_http_body(routes: Sequence[AppRoute], listen: Listen) -> str:
+    parts = [render_upgrade_map(), render_default_server(listen)]
+    parts += [f"# app {r.app}\n" + render_server_block(r, listen) for r in routes]
+    return "\n".join(parts)
+
+
+def render_main_config(paths: NginxPaths, routes: Sequence[AppRoute], listen: Listen) -> str:
+    """The complete nginx.conf of Dockyard's own nginx master."""
+    temp = paths.temp_dir
+    user = "user root;\n" if paths.user_root else ""
+    body = render_http_body(routes, listen)
+    indented = "".join(f"    {line}\n" if line else "\n" for line in body.splitlines())
+    return (
+        "# Written by Dockyard on every routing change; edits here are overwritten.\n"
+        f"{user}"
+        "daemon on;\n"
+        f"worker_processes {paths.worker_processes};\n"
+        "worker_rlimit_nofile 16384;\n"
+        f"pid {paths.pid};\n"
+        f"error_log {paths.error_log} warn;\n"
+        "\n"
+        "events {\n"
+        "    worker_connections 4096;\n"
+        "}\n"
+        "\n"
+        "http {\n"
+        f"    client_body_temp_path {temp / 'client_body'};\n"
+        f"    proxy_temp_path {temp / 'proxy'};\n"
+        f"    fastcgi_temp_path {temp / 'fastcgi'};\n"
+        f"    uwsgi_temp_path {temp / 'uwsgi'};\n"
+        f"    scgi_temp_path {temp / 'scgi'};\n"
+        f"    access_log {paths.access_log} combined buffer=64k flush=1s;\n"
+        "    server_tokens off;\n"
+        "    sendfile on;\n"
+        "    tcp_nodelay on;\n"
+        "    keepalive_timeout 65s;\n"
+        "    keepalive_requests 10000;\n"
+        "    server_names_hash_bucket_size 128;\n"
+        "    server_names_hash_max_size 4096;\n"
+        "    types_hash_max_size 2048;\n"
+        "    default_type application/octet-stream;\n"
+        "\n"
+        f"{indented}"
+        "}\n"
+    )

@@ -1,0 +1,557 @@
+"""The deployer end to end: real `git push` over our SSH server, real Docker builds from the
+local base images, real containers, traffic through the real nginx (Host `APP.localhost`).
+
+Also a few unit tests of pure helpers (health check parsing, restart policies, log lines).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from deployer.applogs import format_line
+from deployer.commands import _rollback_target
+from deployer.containers import parse_restart_policy
+from deployer.deploy import container_port
+from deployer.healthchecks import DEFAULT_CHECK, checks_for
+from deployer.releases import Release, ReleaseStore, effective_formation
+from dockyard.apps import AppStore
+from dockyard.errors import DockyardError
+from dockyard.state import StateStore
+from tests.conftest import DockyardServer, start_server, stop_server
+
+BUSYBOX_DOCKERFILE = """FROM dockyard/busybox:latest
+COPY www /www
+CMD ["/bin/sh", "-c", "exec httpd -f -v -p $PORT -h /www"]
+"""
+
+PY_APP = r"""
+import http.server, json, os, socket
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/env/"):
+            body = os.environ.get(self.path[5:], "<unset>").encode("utf-8")
+        else:
+            body = json.dumps({"host": socket.gethostname(), "dyno": os.environ.get("DYNO"),
+                               "version": open("VERSION").read().strip()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), Handler).serve_forever()
+"""
+
+PY_PROCFILE = "web: python3 app.py\nworker: sh -c 'while true; do sleep 1; done'\n"
+
+
+# ---------------------------------------------------------------- helpers
+def git(repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True):
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, env=env, check=check,
+        timeout=180,
+    )  # fmt: skip
+
+
+def make_repo(path: Path, files: dict[str, str]) -> Path:
+    path.mkdir(parents=True)
+    git(path, "init", "-q", "-b", "main")
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    return commit(path, files, "initial")
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> Path:
+    for name, content in files.items():
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "--allow-empty", "-m", message)
+    return repo
+
+
+def push(server: DockyardServer, repo: Path, app: str) -> subprocess.CompletedProcess:
+    return git(repo, "push", server.remote(app), "main:main", env=server.git_env(), check=False)
+
+
+def head(repo: Path) -> str:
+    return git(repo, "rev-parse", "HEAD").stdout.strip()
+
+
+def get(server: DockyardServer, app: str, path: str = "/") -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", server.http_port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": f"{app}.localhost"})
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+def wait_for_body(server: DockyardServer, app: str, expected: str, timeout: float = 15) -> str:
+    deadline = time.monotonic() + timeout
+    body = ""
+    while time.monotonic() < deadline:
+        try:
+            status, body = get(server, app)
+            if status == 200 and expected in body:
+                return body
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{app} never answered with {expected!r}; last body {body!r}")
+
+
+def ok(result) -> None:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+def containers(docker_engine, app: str, live_only: bool = True, srv=None) -> list:
+    labels = [f"dockyard.app={app}"]
+    if srv is not None:
+        labels.append(f"dockyard.home={srv.data_dir}")
+    found = docker_engine.containers.list(all=True, filters={"label": labels})
+    if live_only:
+        found = [c for c in found if c.name.count(".") == 2]
+    return found
+
+
+def busybox_repo(tmp_path: Path, name: str, body: str) -> Path:
+    return make_repo(
+        tmp_path / name, {"Dockerfile": BUSYBOX_DOCKERFILE, "www/index.html": body + "\n"}
+    )
+
+
+def python_repo(tmp_path: Path, name: str, version: str, extra: dict[str, str] | None = None):
+    files = {
+        "app.py": PY_APP, "Procfile": PY_PROCFILE, "requirements.txt": "",
+        "VERSION": version + "\n", **(extra or {}),
+    }  # fmt: skip
+    return make_repo(tmp_path / name, files)
+
+
+def remove_containers_of(docker_engine, server: DockyardServer) -> None:
+    """Apps outlive their Dockyard by design; a test's server takes its apps with it."""
+    labels = {"label": f"dockyard.home={server.data_dir}"}
+    for container in docker_engine.containers.list(all=True, filters=labels):
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def srv(shared_server: DockyardServer, docker_engine) -> Iterator[DockyardServer]:
+    ok(shared_server.ssh("builder:set", "--global", "base-python", "dockyard/python:3"))
+    ok(shared_server.ssh("builder:set", "--global", "base-procfile", "dockyard/python:3"))
+    yield shared_server
+    remove_containers_of(docker_engine, shared_server)
+
+
+# ---------------------------------------------------------------- unit
+def test_healthcheck_declarations_accept_dokku_list_and_single_object() -> None:
+    listed = checks_for(
+        {"healthchecks": {"web": [{"type": "startup", "name": "up", "path": "/health",
+                                   "attempts": 3, "wait": 0.5, "content": "ok"}]}}, "web"
+    )  # fmt: skip
+    assert [(c.name, c.path, c.attempts, c.wait, c.content) for c in listed] == [
+        ("up", "/health", 3, 0.5, "ok")
+    ]
+    single = checks_for({"healthchecks": {"web": {"path": "/x"}}}, "web")
+    assert single[0].path == "/x"
+    assert checks_for({}, "web") == [DEFAULT_CHECK]
+    assert checks_for({}, "worker") == []
+    liveness_only = checks_for({"healthchecks": {"web": [{"type": "liveness"}]}}, "web")
+    assert liveness_only == [DEFAULT_CHECK]
+
+
+def test_restart_policies_are_validated() -> None:
+    assert parse_restart_policy("on-failure:10") == {"Name": "on-failure", "MaximumRetryCount": 10}
+    assert parse_restart_policy("unless-stopped") == {"Name": "unless-stopped"}
+    for bad in ("sometimes", "on-failure:x", "always:3", ""):
+        with pytest.raises(ValueError):
+            parse_restart_policy(bad)
+
+
+def test_log_lines_are_prefixed_like_heroku() -> None:
+    key, line = format_line(b"2026-11-22T22:50:16.123456789Z hello world\n", "web.1")
+    assert line == "2026-11-22T22:50:16.123456+00:00 app[web.1]: hello world"
+    assert key.startswith("2026-11-22T22:50:16")
+
+
+def _release(version: int, **kwargs) -> Release:
+    fields = {
+        "image": f"dockyard/u:{version}", "image_id": "", "revision": "r" * 40,
+        "description": "d", "config": {}, "formation": {}, "procfile": {}, "app_json": {},
+        "ports": [],
+    }  # fmt: skip
+    fields.update(kwargs)
+    return Release(version=version, **fields)
+
+
+def test_release_store_numbers_releases_and_picks_rollback_targets(tmp_path: Path) -> None:
+    state = StateStore(tmp_path / "state.db")
+    app = AppStore(state).create("unit", owner="admin")
+    store = ReleaseStore(state)
+    first = store.add(app, _release(0, formation={"web": 2}))
+    store.make_current(app, first)
+    failed = store.add(app, _release(0))
+    store.mark_failed(app, failed)
+    third = store.add(app, _release(0, config={"K": "v"}))
+    store.make_current(app, third)
+    assert [r.version for r in store.all(app)] == [1, 2, 3]
+    assert store.current(app).config == {"K": "v"} and store.current_version(app) == 3
+    # The default rollback target skips releases that never went live.
+    assert _rollback_target(store, app, third, None).version == 1
+    assert _rollback_target(store, app, third, "v1").formation == {"web": 2}
+    with pytest.raises(DockyardError, match="never deployed"):
+        _rollback_target(store, app, third, "v2")
+    with pytest.raises(DockyardError, match="does not exist"):
+        _rollback_target(store, app, third, "v9")
+
+
+def test_formation_and_port_defaults() -> None:
+    procfile_app = _release(1, procfile={"web": "serve", "worker": "work", "release": "mig"})
+    assert procfile_app.process_types() == ["web", "worker"]
+    assert effective_formation({}, procfile_app) == {"web": 1, "worker": 0}
+    assert effective_formation({"worker": 3, "gone": 1}, procfile_app) == {"web": 1, "worker": 3}
+    assert effective_formation({}, _release(1)) == {"web": 1}
+    assert container_port(_release(1), {}) == 5000
+    assert container_port(_release(1, ports=[8080]), {}) == 8080
+    assert container_port(_release(1, ports=[8080, 9090]), {}) == 5000
+    assert container_port(_release(1, ports=[8080]), {"PORT": "7000"}) == 7000
+
+
+# ---------------------------------------------------------------- end to end
+def test_dockerfile_app_deploys_redeploys_without_downtime_and_rolls_back(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    app = "bb"
+    repo = busybox_repo(tmp_path, app, "version-one")
+    first = push(srv, repo, app)
+    ok(first)
+    for expected in (
+        f"-----> Releasing {app}...", "=====> Processing deployment checks",
+        "Attempting pre-flight checks (web.1)", "All checks successful (web.1)",
+        "=====> Application deployed:", f"http://{app}.localhost",
+    ):  # fmt: skip
+        assert expected in first.stderr, first.stderr
+    assert wait_for_body(srv, app, "version-one")
+    [web] = containers(docker_engine, app)
+    assert web.name == f"{app}.web.1"
+    assert web.labels["dockyard.process"] == "web" and web.labels["dockyard.release"] == "1"
+    env = dict(e.split("=", 1) for e in web.attrs["Config"]["Env"])
+    assert env["DYNO"] == "web.1" and env["PORT"] == "5000" and env["GIT_REV"] == head(repo)
+    bindings = web.attrs["HostConfig"]["PortBindings"]["5000/tcp"]
+    assert bindings[0]["HostIp"] == "127.0.0.1"
+    assert web.attrs["HostConfig"]["RestartPolicy"]["Name"] == "on-failure"
+
+    # A second push while a client keeps asking: every answer is a 200.
+    ok(srv.ssh("checks:set", app, "wait-to-retire", "1"))
+    statuses: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                statuses.append(get(srv, app)[0])
+            except OSError:
+                statuses.append(0)
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    commit(repo, {"www/index.html": "version-two\n"}, "two")
+    try:
+        ok(push(srv, repo, app))
+        wait_for_body(srv, app, "version-two", timeout=5)
+        time.sleep(1.5)  # past wait-to-retire: the old container is gone by now
+    finally:
+        stop.set()
+        poller.join()
+    assert statuses and set(statuses) == {200}, statuses
+    live = containers(docker_engine, app)
+    assert [c.name for c in live] == [f"{app}.web.1"] and live[0].labels["dockyard.release"] == "2"
+    deadline = time.monotonic() + 10
+    while len(containers(docker_engine, app, live_only=False)) > 1:
+        assert time.monotonic() < deadline, "the old container was not retired"
+        time.sleep(0.2)
+
+    releases = json.loads(srv.ssh("releases", app, "--format", "json").stdout)
+    assert [r["version"] for r in releases] == ["v2", "v1"]
+    assert releases[0]["current"] and releases[0]["description"] == f"Deploy {head(repo)[:7]}"
+
+    rolled = srv.ssh("releases:rollback", app)
+    ok(rolled)
+    wait_for_body(srv, app, "version-one", timeout=5)
+    releases = json.loads(srv.ssh("releases", app, "--format", "json").stdout)
+    assert releases[0]["version"] == "v3" and releases[0]["description"] == "Rollback to v1"
+    assert releases[0]["current"]
+    text = srv.ssh("releases", app).stdout
+    assert "Rollback to v1" in text and "(current)" in text
+    ok(srv.ssh("releases:rollback", app, "v2"))
+    wait_for_body(srv, app, "version-two", timeout=5)
+
+
+def test_failing_health_check_keeps_old_release_serving(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    app = "hc"
+    repo = busybox_repo(tmp_path, app, "healthy")
+    ok(push(srv, repo, app))
+    wait_for_body(srv, app, "healthy")
+    good_rev = head(repo)
+    broken = 'FROM dockyard/busybox:latest\nCMD ["/bin/sh", "-c", "echo broken-marker; exit 4"]\n'
+    commit(repo, {"Dockerfile": broken}, "broken")
+    result = push(srv, repo, app)
+    assert result.returncode != 0
+    assert "broken-marker" in result.stderr, result.stderr
+    assert "previous release keeps serving" in result.stderr
+    assert "[remote rejected]" in result.stderr
+    assert get(srv, app) == (200, "healthy\n")
+    assert [c.name for c in containers(docker_engine, app, live_only=False)] == [f"{app}.web.1"]
+    assert srv.ssh("config:get", app, "GIT_REV").stdout.strip() == good_rev
+
+    # A declared check that never sees its content fails the same way.
+    app_json = {"healthchecks": {"web": [
+        {"type": "startup", "path": "/", "content": "never-there", "attempts": 2, "wait": 0.1}
+    ]}}  # fmt: skip
+    commit(repo, {"Dockerfile": BUSYBOX_DOCKERFILE, "app.json": json.dumps(app_json)}, "c")
+    result = push(srv, repo, app)
+    assert result.returncode != 0 and "never-there" in result.stderr, result.stderr
+    assert get(srv, app) == (200, "healthy\n")
+    ok(srv.ssh("checks:disable", app))
+    ok(push(srv, repo, app))
+    assert "checks:" not in srv.ssh("checks:report", app).stderr
+    assert (
+        json.loads(srv.ssh("checks:report", app, "--format", "json").stdout)["checks-enabled"]
+        is False
+    )
+
+
+def test_failing_build_and_failing_release_phase_reject_the_push(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    app = "rel"
+    repo = busybox_repo(tmp_path, app, "first")
+    ok(push(srv, repo, app))
+    wait_for_body(srv, app, "first")
+    commit(repo, {"Dockerfile": "FROM dockyard/busybox:latest\nRUN exit 7\n"}, "bad build")
+    result = push(srv, repo, app)
+    assert result.returncode != 0 and "[remote rejected]" in result.stderr
+
+    procfile = "release: sh -c 'echo release-marker; exit 2'\nweb: httpd -f -p $PORT -h /www\n"
+    commit(repo, {"Dockerfile": BUSYBOX_DOCKERFILE, "Procfile": procfile,
+                  "www/index.html": "second\n"}, "release fails")  # fmt: skip
+    result = push(srv, repo, app)
+    assert result.returncode != 0
+    assert "release-marker" in result.stderr and "exit status 2" in result.stderr, result.stderr
+    assert get(srv, app) == (200, "first\n")
+    releases = json.loads(srv.ssh("releases", app, "--format", "json").stdout)
+    assert [r["status"] for r in releases] == ["failed", "succeeded"]
+
+    commit(repo, {"Procfile": procfile.replace("exit 2", "exit 0")}, "release passes")
+    result = push(srv, repo, app)
+    ok(result)
+    assert "release-marker" in result.stderr
+    wait_for_body(srv, app, "second", timeout=5)
+
+
+def test_python_procfile_app_config_scale_run_and_logs(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    app = "py"
+    repo = python_repo(tmp_path, app, "py-one")
+    ok(push(srv, repo, app))
+    body = json.loads(wait_for_body(srv, app, "py-one"))
+    assert body["dyno"] == "web.1"
+    scale = srv.ssh("ps:scale", app)
+    assert scale.stdout.splitlines() == [
+        f"-----> Scaling for {app}", "proctype: qty", "--------: ---", "web:  1", "worker:  0",
+    ]  # fmt: skip
+
+    # Config values reach the container exactly, with no shell in between.
+    tricky = {"SPACED": "a b  c", "QUOTES": "it's \"quoted\"", "DOLLAR": "$HOME and ${PATH}",
+              "UNICODE": "héllo ☃ 日本", "EQUALS": "a=b=c"}  # fmt: skip
+    result = srv.ssh("config:set", app, *(f"{k}={v}" for k, v in tricky.items()))
+    ok(result)
+    assert f"-----> Restarting app {app}" in result.stdout
+    for key, value in tricky.items():
+        assert get(srv, app, f"/env/{key}") == (200, value)
+        assert srv.ssh("config:get", app, key).stdout == value + "\n"
+    printed = srv.ssh("run", app, "printenv", "UNICODE")
+    assert printed.returncode == 0 and printed.stdout == tricky["UNICODE"] + "\n", printed
+    exports = srv.ssh("config:export", app).stdout
+    assert "export DOLLAR='$HOME and ${PATH}'" in exports
+    shell = subprocess.run(
+        ["sh", "-c", exports + '\nprintf %s "$QUOTES"'], capture_output=True, text=True
+    )
+    assert shell.stdout == tricky["QUOTES"]
+    assert json.loads(srv.ssh("config:export", "--format", "json", app).stdout)["SPACED"] == (
+        "a b  c"
+    )
+    empty = srv.ssh("config:set", app)
+    assert empty.returncode != 0 and "At least one env pair must be given" in empty.stderr
+    releases = json.loads(srv.ssh("releases", app, "--format", "json").stdout)
+    assert releases[0]["description"].startswith("Set ") and releases[0]["current"]
+    ok(srv.ssh("config:unset", "--no-restart", app, "EQUALS"))
+    assert srv.ssh("config:get", app, "EQUALS").returncode == 1
+
+    # run: exit codes pass back; stdout carries only the command's own output.
+    assert srv.ssh("run", app, "sh", "-c", "exit 3").returncode == 3
+    both = srv.ssh("run", app, "sh", "-c", "echo to-out; echo to-err >&2")
+    assert both.returncode == 0 and both.stdout == "to-out\n" and "to-err" in both.stderr
+    piped = srv.ssh("run", app, "cat", input="from stdin\n")
+    assert piped.stdout == "from stdin\n"
+
+    # scale up: two web containers behind the proxy, answering in turn; then back down.
+    ok(srv.ssh("checks:set", app, "wait-to-retire", "0"))
+    ok(srv.ssh("ps:scale", app, "web=2", "worker=1"))
+    live = sorted(c.name for c in containers(docker_engine, app))
+    assert live == [f"{app}.web.1", f"{app}.web.2", f"{app}.worker.1"]
+    hosts = {json.loads(get(srv, app)[1])["host"] for _ in range(8)}
+    assert len(hosts) == 2
+    report = json.loads(srv.ssh("ps:report", app, "--format", "json").stdout)
+    assert report["processes"] == 3 and report["running"] == "true"
+    ok(srv.ssh("ps:scale", app, "web=1", "worker=0"))
+    deadline = time.monotonic() + 10
+    while len(containers(docker_engine, app, live_only=False)) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert {json.loads(get(srv, app)[1])["dyno"] for _ in range(4)} == {"web.1"}
+    assert srv.ssh("ps:scale", app, "--format", "json").stdout.strip() == json.dumps(
+        [{"process_type": "web", "quantity": 1}, {"process_type": "worker", "quantity": 0}]
+    )
+
+    # logs -t follows until the client goes away.
+    follower = subprocess.Popen(
+        [*srv.ssh_args(srv.admin_key), f"logs {app} -t -n 0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(1.0)
+        get(srv, app, "/followed-request")
+        line = b""
+        deadline = time.monotonic() + 10
+        while b"followed-request" not in line and time.monotonic() < deadline:
+            line = follower.stdout.readline()
+        assert b"followed-request" in line and b"app[web.1]: " in line, line
+    finally:
+        follower.terminate()
+        follower.wait(timeout=10)
+    # The server side stops following too: the session ends only once the command returned.
+    deadline = time.monotonic() + 10
+    while not any(
+        '"client disconnected"' in entry and '"logs"' in entry for entry in srv.log().splitlines()
+    ):
+        assert time.monotonic() < deadline, "logs -t kept running after the client left"
+        time.sleep(0.2)
+    recent_logs = srv.ssh("logs", app, "-n", "50", "-p", "web")
+    assert "followed-request" in recent_logs.stdout
+
+
+def test_ps_stop_start_restart(srv: DockyardServer, docker_engine, tmp_path: Path) -> None:
+    app = "pss"
+    repo = busybox_repo(tmp_path, app, "steady")
+    ok(push(srv, repo, app))
+    wait_for_body(srv, app, "steady")
+    ok(srv.ssh("ps:stop", app))
+    [web] = containers(docker_engine, app)
+    assert web.status == "exited"
+    assert get(srv, app)[0] >= 500
+    assert srv.ssh("ps:report", app, "--running").stdout.strip() == "false"
+    ok(srv.ssh("ps:start", app))
+    wait_for_body(srv, app, "steady", timeout=5)
+    before = containers(docker_engine, app)[0].id
+    ok(srv.ssh("checks:set", app, "wait-to-retire", "0"))
+    restarted = srv.ssh("ps:restart", app)
+    ok(restarted)
+    assert "All checks successful (web.1)" in restarted.stdout
+    wait_for_body(srv, app, "steady", timeout=5)
+    assert containers(docker_engine, app)[0].id != before
+    ok(srv.ssh("resource:limit", app, "--memory", "256m", "--cpu", "0.5"))
+    ok(srv.ssh("ps:restart", app))
+    host_config = containers(docker_engine, app)[0].attrs["HostConfig"]
+    assert host_config["Memory"] == 256 * 1024 * 1024 and host_config["NanoCpus"] == 500_000_000
+    bad = srv.ssh("ps:set", app, "restart-policy", "sometimes")
+    assert bad.returncode != 0 and "restart-policy" in bad.stderr
+
+    # `ssh -t`: the one-off container gets a terminal, and its exit status comes back.
+    interactive = subprocess.run(
+        [*srv.ssh_args(srv.admin_key, "-tt"),
+         f"run {app} sh -c 'test -t 0 && test -t 1 && echo is-a-tty; exit 5'"],
+        capture_output=True, timeout=60, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert interactive.returncode == 5 and b"is-a-tty" in interactive.stdout, interactive
+
+    # A rename moves the containers and the route to the new name.
+    renamed = f"{app}-renamed"
+    ok(srv.ssh("apps:rename", app, renamed))
+    wait_for_body(srv, renamed, "steady", timeout=10)
+    assert [c.name for c in containers(docker_engine, renamed)] == [f"{renamed}.web.1"]
+    assert containers(docker_engine, app, live_only=False) == []
+    releases = json.loads(srv.ssh("releases", renamed, "--format", "json").stdout)
+    assert releases[0]["image"].startswith(f"dockyard/{renamed}:")
+
+    ok(srv.ssh("apps:destroy", renamed, "--force"))
+    assert containers(docker_engine, renamed, live_only=False) == []
+    assert docker_engine.images.list(name=f"dockyard/{renamed}") == []
+
+
+def test_reconcile_after_server_restart(server: DockyardServer, docker_engine, tmp_path: Path):
+    app = "rc"
+    repo = busybox_repo(tmp_path, app, "survives")
+    ok(push(server, repo, app))
+    wait_for_body(server, app, "survives")
+    [web] = containers(docker_engine, app)
+    stray = docker_engine.containers.run(
+        "dockyard/busybox:latest", ["sleep", "300"], detach=True, name="ghost.web.1",
+        labels={"dockyard.home": str(server.data_dir), "dockyard.app": "ghost",
+                "dockyard.release": "1", "dockyard.process": "web", "dockyard.instance": "1"},
+    )  # fmt: skip
+    try:
+        stop_server(server)
+        web.reload()
+        assert web.status == "running"  # stopping Dockyard never stops an app
+        assert get(server, app) == (200, "survives\n")
+        web.stop(timeout=1)
+        restarted = start_server(
+            server.data_dir, server.keys_dir, server.admin_key, server.user_key,
+            port=server.port, http_port=server.http_port,
+        )  # fmt: skip
+        try:
+            wait_for_body(restarted, app, "survives", timeout=20)
+            web.reload()
+            assert web.status == "running"
+            deadline = time.monotonic() + 10
+            while any(c.id == stray.id for c in docker_engine.containers.list(all=True)):
+                assert time.monotonic() < deadline, "the stray container was not removed"
+                time.sleep(0.2)
+        finally:
+            stop_server(restarted)
+    finally:
+        remove_containers_of(docker_engine, server)
+
+
+def test_ps_rebuild_deploys_the_deploy_branch_tip_again(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    app = "rb"
+    repo = busybox_repo(tmp_path, app, "rebuilt")
+    ok(push(srv, repo, app))
+    wait_for_body(srv, app, "rebuilt")
+    result = srv.ssh("ps:rebuild", app)
+    ok(result)
+    assert f"-----> Building {app} from" in result.stdout
+    releases = json.loads(srv.ssh("releases", app, "--format", "json").stdout)
+    assert [r["version"] for r in releases] == ["v2", "v1"]
+    assert releases[0]["revision"] == head(repo) and releases[0]["current"]
+    assert get(srv, app) == (200, "rebuilt\n")
+    nothing = srv.ssh("ps:rebuild", "never-pushed-app")
+    assert nothing.returncode != 0
