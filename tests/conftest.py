@@ -109,7 +109,9 @@ class DockyardServer:
         return self.log_path.read_text(errors="replace")
 
 
-def wait_for_port(port: int, process: subprocess.Popen, log_path: Path, timeout: float = 30) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen, log_path: Path, timeout: float = 30
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
