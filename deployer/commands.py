@@ -583,7 +583,7 @@ def _free_run_number(app: App) -> int:
     """A `run.N` name no other one-off of this app holds (they may run side by side)."""
     taken = {
         c.name
-        for c in docker_ops.client().containers.list(all=True, filters={"name": f"{app.name}.run."})
+        for c in docker_ops.list_containers({"name": f"{app.name}.run."})
     }
     while True:
         number = secrets.randbelow(9000) + 1000

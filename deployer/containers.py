@@ -170,10 +170,22 @@ def app_containers(
 ) -> list[Container]:
     """This Dockyard's containers, of one app or of all."""
     filters = {"label": [f"{LABEL_HOME}={home}", f"{LABEL_APP}={app}" if app else LABEL_APP]}
-    found = client().containers.list(all=True, filters=filters)
+    found = list_containers(filters)
     if include_one_off:
         return found
     return [c for c in found if c.labels.get(LABEL_PROCESS) != ONE_OFF_PROCESS]
+
+
+def list_containers(filters: dict) -> list[Container]:
+    """`containers.list` without its race: the SDK inspects each listed container, and one
+    removed in between (a retiring container) would make the whole listing fail."""
+    found = []
+    for summary in client().api.containers(all=True, filters=filters):
+        try:
+            found.append(client().containers.get(summary["Id"]))
+        except docker.errors.NotFound:
+            continue
+    return found
 
 
 def release_of(container: Container) -> int:

@@ -182,11 +182,9 @@ def remove_server_leftovers(server: DockyardServer) -> None:
 
     NginxMaster(NginxPaths(prefix=server.data_dir / "nginx")).stop()
     try:
-        import docker
+        from deployer.containers import list_containers
 
-        client = docker.from_env()
-        labels = {"label": f"dockyard.home={server.data_dir}"}
-        for container in client.containers.list(all=True, filters=labels):
+        for container in list_containers({"label": f"dockyard.home={server.data_dir}"}):
             container.remove(force=True)
     except Exception as exc:  # no engine: nothing of ours can be running on it
         print(f"container clean-up skipped: {exc}")

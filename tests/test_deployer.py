@@ -11,21 +11,20 @@ import json
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deployer.applogs import format_line
 from deployer.commands import _rollback_target
-from deployer.containers import parse_restart_policy
+from deployer.containers import list_containers, parse_restart_policy
 from deployer.deploy import container_port
 from deployer.healthchecks import DEFAULT_CHECK, checks_for
 from deployer.releases import Release, ReleaseStore, effective_formation
 from dockyard.apps import AppStore
 from dockyard.errors import DockyardError
 from dockyard.state import StateStore
-from tests.conftest import DockyardServer, start_server, stop_server
+from tests.conftest import DockyardServer, remove_server_leftovers, start_server, stop_server
 
 BUSYBOX_DOCKERFILE = """FROM dockyard/busybox:latest
 COPY www /www
@@ -119,7 +118,7 @@ def containers(docker_engine, app: str, live_only: bool = True, srv=None) -> lis
     labels = [f"dockyard.app={app}"]
     if srv is not None:
         labels.append(f"dockyard.home={srv.data_dir}")
-    found = docker_engine.containers.list(all=True, filters={"label": labels})
+    found = list_containers({"label": labels})
     if live_only:
         found = [c for c in found if c.name.count(".") == 2]
     return found
@@ -139,19 +138,11 @@ def python_repo(tmp_path: Path, name: str, version: str, extra: dict[str, str] |
     return make_repo(tmp_path / name, files)
 
 
-def remove_containers_of(docker_engine, server: DockyardServer) -> None:
-    """Apps outlive their Dockyard by design; a test's server takes its apps with it."""
-    labels = {"label": f"dockyard.home={server.data_dir}"}
-    for container in docker_engine.containers.list(all=True, filters=labels):
-        container.remove(force=True)
-
-
 @pytest.fixture(scope="module")
-def srv(shared_server: DockyardServer, docker_engine) -> Iterator[DockyardServer]:
+def srv(shared_server: DockyardServer, docker_engine) -> DockyardServer:
     ok(shared_server.ssh("builder:set", "--global", "base-python", "dockyard/python:3"))
     ok(shared_server.ssh("builder:set", "--global", "base-procfile", "dockyard/python:3"))
-    yield shared_server
-    remove_containers_of(docker_engine, shared_server)
+    return shared_server
 
 
 # ---------------------------------------------------------------- unit
@@ -530,13 +521,13 @@ def test_reconcile_after_server_restart(server: DockyardServer, docker_engine, t
             web.reload()
             assert web.status == "running"
             deadline = time.monotonic() + 10
-            while any(c.id == stray.id for c in docker_engine.containers.list(all=True)):
+            while any(c.id == stray.id for c in list_containers({})):
                 assert time.monotonic() < deadline, "the stray container was not removed"
                 time.sleep(0.2)
         finally:
             stop_server(restarted)
     finally:
-        remove_containers_of(docker_engine, server)
+        remove_server_leftovers(server)
 
 
 def test_ps_rebuild_deploys_the_deploy_branch_tip_again(
