@@ -5,7 +5,7 @@ The deployer calls only what is exported here.
 
 from __future__ import annotations
 
-from builder import commands as _commands  # noqa: F401  (registers builds:*, builder:*)
+from builder import commands  # noqa: F401  (registers builds:*, builder:*)
 from builder.build import BuiltImage, image_repo
 from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
@@ -39,7 +39,6 @@ def build_image(
     """Build `source` as `dockyard/APP:<build id>` (and `:latest`); output streams to `out`.
 
     Raises BuildFailed with a clear message; the build output has already streamed."""
-    _commands.remember(services)
     return _build_image(services, app, source, out, build_args_extra)
 
 

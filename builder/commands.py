@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shutil
 import time
-from pathlib import Path
 
 from builder.build import remove_app_images, retag_app_images
 from builder.store import (
@@ -20,7 +19,6 @@ from builder.store import (
     build_log_path,
 )
 from dockyard import apps as app_hooks
-from dockyard import lifecycle
 from dockyard.errors import NotFound, UsageError
 from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, Services, command
@@ -52,7 +50,6 @@ def builds_list(ctx: Context, argv: list[str]) -> None:
     parser.add_format()
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
-    remember(ctx.services)
     rows = [_row(r) for r in BuildStore(ctx.services.state).all(app)]
     if args.format == "json":
         ctx.out.json(rows)
@@ -72,7 +69,6 @@ def builds_output(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("build_id", nargs="?")
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
-    remember(ctx.services)
     record = BuildStore(ctx.services.state).get(app, args.build_id)
     path = build_log_path(ctx.services.settings, app.name, record.build_id)
     try:
@@ -122,7 +118,6 @@ def builder_report(ctx: Context, argv: list[str]) -> None:
     parser.add_format()
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
-    remember(ctx.services)
     settings = BuilderSettings(ctx.services.properties)
     bases = settings.base_images(app)
     builds = BuildStore(ctx.services.state).all(app)
@@ -143,34 +138,17 @@ def builder_report(ctx: Context, argv: list[str]) -> None:
         ctx.out.report(f"{app.name} builder information", rows)
 
 
-# Rename and destroy hooks get only app names. The builds dir is remembered from the
-# services this process runs with (server start, or any builder command); images are
-# host-wide and need no path.
-_known_builds_dirs: set[Path] = set()
-
-
-def remember(services: Services) -> None:
-    _known_builds_dirs.add(services.settings.builds_dir)
-
-
-@lifecycle.on_start
-async def _remember_builds_dir(services: Services) -> None:
-    remember(services)
-
-
 @app_hooks.on_rename
-def _rename(old: str, new: str) -> None:
-    for builds_dir in _known_builds_dirs:
-        src, dst = builds_dir / old, builds_dir / new
-        if src.is_dir():
-            if dst.exists():
-                shutil.rmtree(dst)  # leftovers of an app of that name destroyed elsewhere
-            src.rename(dst)
+def _rename(services: Services, old: str, new: str) -> None:
+    src, dst = services.settings.builds_dir / old, services.settings.builds_dir / new
+    if src.is_dir():
+        if dst.exists():
+            shutil.rmtree(dst)  # leftovers of an app of that name destroyed by hand
+        src.rename(dst)
     retag_app_images(old, new)
 
 
 @app_hooks.on_destroy
-def _destroy(name: str) -> None:
+def _destroy(services: Services, name: str) -> None:
     remove_app_images(name)
-    for builds_dir in _known_builds_dirs:
-        shutil.rmtree(builds_dir / name, ignore_errors=True)
+    shutil.rmtree(services.settings.builds_dir / name, ignore_errors=True)

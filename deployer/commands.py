@@ -19,7 +19,7 @@ from deployer import containers as docker_ops
 from deployer.applogs import Follower, dyno_of, recent
 from deployer.deploy import ReleaseDeployer
 from deployer.oneoff import OneOff
-from deployer.pipeline import deploy_source, release_and_switch, remember_services
+from deployer.pipeline import deploy_source, release_and_switch
 from deployer.releases import STATUS_SUCCEEDED, Release, ReleaseStore, effective_formation
 from deployer.settings import (
     CHECKS_DISABLED,
@@ -69,7 +69,6 @@ def _iso(ts: float) -> str:
 
 @contextmanager
 def _locked(ctx: Context, app: App) -> Iterator[None]:
-    remember_services(ctx.services)
     with app_lock(ctx.services.settings.locks_dir, app.name):
         yield
 
@@ -555,7 +554,6 @@ def run(ctx: Context, argv: list[str]) -> int:
     if len(argv) < 2 or argv[0].startswith("-"):
         raise UsageError("usage: run APP CMD…")
     app = ctx.app(argv[0])
-    remember_services(ctx.services)
     release = _current_or_fail(ctx, app)
     deployer = ReleaseDeployer(ctx.services, app, ctx.out)
     number = _free_run_number(app)

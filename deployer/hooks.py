@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 import docker.errors
 import structlog
 
+import builder
 from deployer import containers as docker_ops
 from deployer.deploy import ReleaseDeployer, home_of, router
-from deployer.pipeline import known_services, remember_services
 from deployer.releases import ReleaseStore
 from dockyard import apps as app_hooks
 from dockyard import lifecycle
@@ -64,7 +64,6 @@ def reconcile_all(services: Services) -> None:
 
 @lifecycle.on_start
 async def _reconcile_at_start(services: Services) -> None:
-    remember_services(services)
     try:
         await run_blocking(docker_ops.client().ping)
     except docker.errors.DockerException as exc:
@@ -92,40 +91,24 @@ def _reconcile_logged(services: Services) -> None:
 
 
 @app_hooks.on_destroy
-def _destroy(name: str) -> None:
-    # With no services known here (a local CLI run), the server's next start removes the
-    # containers of the app that no longer exists.
-    for services in known_services():
-        if services.apps.find(name) is None:
-            continue
-        found = docker_ops.app_containers(home_of(services), name, include_one_off=True)
-        docker_ops.remove(found, timeout=2)
-        try:
-            router.unpublish(services, name)
-            # The builder's own hook ran first, while these containers still held the
-            # images; now nothing uses them.
-            import builder
-
-            builder.prune_images(services, name, set())
-        except DockyardError as exc:
-            log.error("cleanup after destroy incomplete", app=name, error=exc.message)
+def _destroy(services: Services, name: str) -> None:
+    found = docker_ops.app_containers(home_of(services), name, include_one_off=True)
+    docker_ops.remove(found, timeout=2)
+    router.unpublish(services, name)
+    # The builder's own hook ran first, while these containers still held the images; now
+    # nothing uses them.
+    builder.prune_images(services, name, set())
 
 
 @app_hooks.on_rename
-def _rename(old: str, new: str) -> None:
+def _rename(services: Services, old: str, new: str) -> None:
     """The builder has re-tagged the images under the new name (its hook runs first); the
     releases follow, and the containers are recreated under the new name, which also moves
-    the routes. Runs inside the rename's transaction: the app row already has the new name."""
-    import builder
-
-    for services in known_services():
-        app = services.apps.find(new)
-        if app is None:
-            continue
-        found = docker_ops.app_containers(home_of(services), old, include_one_off=True)
-        docker_ops.remove(found, timeout=2)
-        store = ReleaseStore(services.state)
-        store.rename_images(app, builder.image_repo(old), builder.image_repo(new))
-        if store.current(app) is not None:
-            ReleaseDeployer(services, app, _quiet_output()).reconcile()
-    # With no services known here (a local CLI run), the server's next start reconciles.
+    the routes."""
+    app = services.apps.get(new)
+    found = docker_ops.app_containers(home_of(services), old, include_one_off=True)
+    docker_ops.remove(found, timeout=2)
+    store = ReleaseStore(services.state)
+    store.rename_images(app, builder.image_repo(old), builder.image_repo(new))
+    if store.current(app) is not None:
+        ReleaseDeployer(services, app, _quiet_output()).reconcile()

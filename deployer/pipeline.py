@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import builder
 from deployer.deploy import ReleaseDeployer
 from deployer.releases import Release, ReleaseStore, effective_formation
 from dockyard.apps import App
@@ -24,9 +25,6 @@ GIT_REV = "GIT_REV"
 
 def deploy_source(ctx: Context, app: App, source: Source) -> None:
     """`git push` → image → release vN → checked containers → traffic → old ones retired."""
-    import builder
-
-    remember_services(ctx.services)
     try:
         image = builder.build_image(ctx.services, app, source, ctx.out)
     except DockyardError as exc:
@@ -78,8 +76,6 @@ def release_and_switch(
 
 def prune_images(services: Services, app: App) -> None:
     """Keep the images of the last N good releases (rollback targets); drop the rest."""
-    import builder
-
     keep_count = builder.keep_releases(services, app)
     good = [r for r in ReleaseStore(services.state).all(app) if r.status == "succeeded"]
     keep = {r.image for r in good[-keep_count:]}
@@ -87,17 +83,3 @@ def prune_images(services: Services, app: App) -> None:
         builder.prune_images(services, app.name, keep)
     except DockyardError:
         pass  # a busy image is pruned next time; never fail a deploy that already switched
-
-
-# The rename/destroy hooks get only names; they act on the services this process opened
-# (the server at start, the local CLI when it runs one of our commands).
-_services: list[Services] = []
-
-
-def remember_services(services: Services) -> None:
-    if not any(s is services for s in _services):
-        _services.append(services)
-
-
-def known_services() -> list[Services]:
-    return list(_services)

@@ -6,10 +6,14 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.names import check_app_name
 from dockyard.state import StateStore
+
+if TYPE_CHECKING:
+    from dockyard.registry import Services
 
 
 @dataclass(frozen=True)
@@ -21,9 +25,10 @@ class App:
 
 
 # Stages register what they keep outside state.db (repos, containers, nginx files) here;
-# the core calls them without knowing who they are.
-RenameHook = Callable[[str, str], None]
-DestroyHook = Callable[[str], None]
+# the core calls them without knowing who they are. A rename hook runs after the new name
+# is committed; a destroy hook runs before the app's rows are deleted.
+RenameHook = Callable[["Services", str, str], None]
+DestroyHook = Callable[["Services", str], None]
 _rename_hooks: list[RenameHook] = []
 _destroy_hooks: list[DestroyHook] = []
 
@@ -43,8 +48,9 @@ def _row_to_app(row: sqlite3.Row) -> App:
 
 
 class AppStore:
-    def __init__(self, state: StateStore) -> None:
+    def __init__(self, state: StateStore, services: Services | None = None) -> None:
         self.state = state
+        self.services = services  # what the rename/destroy hooks act on
 
     def find(self, name: str) -> App | None:
         row = self.state.query_one("SELECT * FROM apps WHERE name = ?", (check_app_name(name),))
@@ -77,18 +83,20 @@ class AppStore:
         try:
             with self.state.transaction() as conn:
                 conn.execute("UPDATE apps SET name = ? WHERE id = ?", (new, app.id))
-                for hook in _rename_hooks:
-                    hook(old, new)
         except sqlite3.IntegrityError:
             raise Conflict("Name is already taken") from None
+        if self.services is not None:
+            for hook in _rename_hooks:
+                hook(self.services, old, new)
         return self.get(new)
 
     def destroy(self, name: str) -> None:
         app = self.get(name)
         # Outside resources first: if one of them fails, the app still exists and the
         # destroy can be run again, instead of leaving containers nobody can name.
-        for hook in _destroy_hooks:
-            hook(app.name)
+        if self.services is not None:
+            for hook in _destroy_hooks:
+                hook(self.services, app.name)
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM apps WHERE id = ?", (app.id,))
 

@@ -64,7 +64,7 @@ class Services:
         settings.ensure_layout()
         self.settings = settings
         self.state = StateStore(settings.state_db)
-        self.apps = AppStore(self.state)
+        self.apps = AppStore(self.state, services=self)
         self.keys = KeyStore(settings.authorized_keys)
         self.properties = PropertyStore(self.state)
         self.config = ConfigStore(self.state)

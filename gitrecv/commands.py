@@ -18,7 +18,7 @@ from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 
 from dockyard import apps as app_hooks
-from dockyard import lifecycle, pipeline
+from dockyard import pipeline
 from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.locks import app_lock
@@ -61,7 +61,7 @@ def format_size(size: int) -> str:
 
 
 def repo_store(services: Services) -> RepoStore:
-    return RepoStore(services.settings.repos_dir, services.apps)
+    return RepoStore(services.settings.repos_dir)
 
 
 def max_push_size(services: Services) -> int:
@@ -249,7 +249,7 @@ def repo_gc(ctx: Context, argv: list[str]) -> None:
     app = ctx.app(parser.parse_args(argv).app)
     services = ctx.services
     with app_lock(services.settings.locks_dir, app.name):
-        repo = repo_store(services).open(app)
+        repo = repo_store(services).find(app)
         if repo is None:
             raise NotFound(f"App {app.name} has no git repository yet; push to it first")
         try:
@@ -282,23 +282,11 @@ def deploy_branch_source(services: Services, app: App) -> GitSource | None:
     return GitSource(repo, revision.decode("ascii"))
 
 
-# Rename and destroy hooks get only app names. The server knows its repos dir (start hook);
-# elsewhere (the local CLI) RepoStore.open fixes a moved or orphaned repo on next use.
-_live_stores: list[RepoStore] = []
-
-
-@lifecycle.on_start
-async def _remember_repos(services: Services) -> None:
-    _live_stores.append(repo_store(services))
-
-
 @app_hooks.on_rename
-def _move_repo(old: str, new: str) -> None:
-    for store in _live_stores:
-        store.move(old, new)
+def _move_repo(services: Services, old: str, new: str) -> None:
+    repo_store(services).move(old, new)
 
 
 @app_hooks.on_destroy
-def _remove_repo(name: str) -> None:
-    for store in _live_stores:
-        store.remove(name)
+def _remove_repo(services: Services, name: str) -> None:
+    repo_store(services).remove(name)

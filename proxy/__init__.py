@@ -20,7 +20,6 @@ def publish(services: Services, app: str, upstreams: list[str]) -> list[str]:
     target = services.apps.get(app)
     checked = list(dict.fromkeys(check_upstream(u) for u in upstreams))
     router = Router(services)
-    hooks.remember(services)
     router.apply(lambda: router.store.set_upstreams(target, checked))
     return router.urls(target)
 
@@ -29,7 +28,6 @@ def unpublish(services: Services, app: str) -> None:
     """Stop routing `app`: its hosts fall to the default 404 server."""
     target = services.apps.get(app)
     router = Router(services)
-    hooks.remember(services)
     router.apply(lambda: router.store.set_upstreams(target, []))
 
 

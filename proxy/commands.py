@@ -7,7 +7,7 @@ from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, command
-from proxy import certs, hooks
+from proxy import certs
 from proxy.render import listen_address
 from proxy.router import (
     BODY_SIZE,
@@ -21,7 +21,6 @@ from proxy.validate import check_body_size, check_conf_dir, check_domain
 
 
 def _router(ctx: Context) -> Router:
-    hooks.remember(ctx.services)
     return Router(ctx.services)
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-import weakref
 
 import structlog
 
@@ -26,19 +24,11 @@ log = structlog.get_logger("proxy")
 
 WATCHDOG_INTERVAL = 2.0
 
-# Rename/destroy hooks are called with app names only; these are the data dirs this
-# process serves, so the hooks know whose nginx to update.
-_known: weakref.WeakSet[Services] = weakref.WeakSet()
 _watchdogs: dict[int, asyncio.Task[None]] = {}
-
-
-def remember(services: Services) -> None:
-    _known.add(services)
 
 
 @lifecycle.on_start
 async def start_proxy(services: Services) -> None:
-    remember(services)
     try:
         await run_blocking(Router(services).start_or_adopt)
     except DockyardError as exc:
@@ -73,27 +63,13 @@ async def _watch(services: Services) -> None:
 
 
 @apps.on_destroy
-def forget_app(name: str) -> None:
-    for services in list(_known):
-        app = services.apps.find(name)
-        if app is None:
-            continue
-        router = Router(services)
-        router.apply(lambda app=app, router=router: router.store.forget(app))
-        certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
+def forget_app(services: Services, name: str) -> None:
+    app = services.apps.get(name)
+    router = Router(services)
+    router.apply(lambda: router.store.forget(app))
+    certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
 
 
 @apps.on_rename
-def rename_app(old: str, new: str) -> None:
-    # Called inside the rename's transaction: re-render once it has committed.
-    for services in list(_known):
-        threading.Thread(target=_rerender_after_commit, args=(services,), daemon=False).start()
-
-
-def _rerender_after_commit(services: Services) -> None:
-    try:
-        with services.state.transaction():
-            pass  # BEGIN IMMEDIATE waits for the rename's transaction to commit
-        Router(services).reconcile()
-    except Exception:
-        log.exception("re-rendering nginx config after a rename failed")
+def rename_app(services: Services, old: str, new: str) -> None:
+    Router(services).apply()  # the server block's names follow the app's new name
