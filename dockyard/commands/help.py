@@ -8,6 +8,9 @@ from dockyard.errors import UsageError
 from dockyard.registry import COMMANDS, CommandParser, Context, command
 
 
+HELP_COLUMN = 44
+
+
 @command("help", "Show the commands, or one command's usage", "[CMD]", access=Access.ANYONE)
 def help_(ctx: Context, argv: list[str]) -> None:
     if argv:
@@ -22,9 +25,13 @@ def help_(ctx: Context, argv: list[str]) -> None:
     ctx.out.line()
     ctx.out.line("Commands:")
     visible = sorted((c for c in COMMANDS.values() if not c.hidden), key=lambda c: c.name)
-    width = max(len(f"{c.name} {c.usage}".rstrip()) for c in visible)
     for c in visible:
-        ctx.out.line(f"    {f'{c.name} {c.usage}'.rstrip().ljust(width)}  {c.summary}")
+        usage = f"{c.name} {c.usage}".rstrip()
+        if len(usage) > HELP_COLUMN:
+            ctx.out.line(f"    {usage}")
+            ctx.out.line(f"    {'':{HELP_COLUMN}}  {c.summary}")
+        else:
+            ctx.out.line(f"    {usage:{HELP_COLUMN}}  {c.summary}")
 
 
 @command("version", "Show the Dockyard version", access=Access.ANYONE)
