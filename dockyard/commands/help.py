@@ -7,7 +7,6 @@ from dockyard.access import Access
 from dockyard.errors import UsageError
 from dockyard.registry import COMMANDS, CommandParser, Context, command
 
-
 HELP_COLUMN = 44
 
 
