@@ -18,9 +18,10 @@ die() { echo " !     $*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
 
 # ----------------------------------------------------------- packages ---
-# python3-venv: Debian's python3 has no ensurepip without it.
+# python3-venv: Debian's python3 has no ensurepip without it. systemd: the tests verify
+# the unit with systemd-analyze. wrk: the proxy benchmark's load generator.
 PACKAGES=(docker.io nginx git openssh-client openssh-server busybox-static
-          debootstrap ca-certificates iptables python3 python3-venv curl)
+          debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk)
 OPTIONAL_PACKAGES=(sqlite3)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
