@@ -3,7 +3,8 @@
 - An admin key may do everything.
 - Any key may create apps (it then owns them), list the apps it can see, and read help.
 - A non-admin key may manage an app only if it owns it or was granted it (`acl:add`).
-- Keys, grants on apps one does not own, and global settings are admin-only.
+- Only the owner (or an admin) may grant or revoke access to an app.
+- Keys and global settings are admin-only.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dockyard.errors import AccessDenied
 class Access(enum.Enum):
     ANYONE = "anyone"  # help, version, apps:list (filtered), apps:create
     APP = "app"  # the app named in the command: owner, grantee or admin
+    OWNER = "owner"  # who else may manage the app (acl:*): owner or admin
     ADMIN = "admin"  # keys, global settings, server-wide operations
 
 
@@ -42,7 +44,13 @@ def check_access(
         return
     if need is Access.ADMIN:
         raise AccessDenied(f"Only an admin key may {action} (you are {who.name})")
-    if who.name == app_owner or who.name in grants:
+    if who.name == app_owner:
+        return
+    if need is Access.OWNER:
+        raise AccessDenied(
+            f"Only the owner of {app_name} ({app_owner}) or an admin may change who manages it"
+        )
+    if who.name in grants:
         return
     raise AccessDenied(
         f"Key {who.name} may not manage app {app_name}: "

@@ -122,6 +122,11 @@ class AppStore:
         return cur.rowcount > 0
 
     def forget_key(self, key_name: str) -> None:
-        """A removed key loses its grants; apps it owned stay, manageable by admins."""
+        """A removed key loses its grants, and the apps it owned pass to a name no key can
+        have (admins manage them), so a later key added under the same name inherits
+        nothing."""
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM acl WHERE key_name = ?", (key_name,))
+            conn.execute(
+                "UPDATE apps SET owner = ? WHERE owner = ?", (f"removed:{key_name}", key_name)
+            )

@@ -83,12 +83,10 @@ class Context:
     command: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def app(self, name: str) -> App:
-        """The named app, if it exists and this key may manage it."""
+    def app(self, name: str, need: Access = Access.APP) -> App:
+        """The named app, if it exists and this key may manage it (or own it, for OWNER)."""
         app = self.services.apps.get(check_app_name(name))
-        check_access(
-            self.identity, Access.APP, app.name, app.owner, self.services.apps.grants(app)
-        )
+        check_access(self.identity, need, app.name, app.owner, self.services.apps.grants(app))
         return app
 
     def require_admin(self, action: str) -> None:

@@ -444,3 +444,28 @@ def test_auth_completed_without_a_validated_key_fails_closed(
     door.auth_completed()  # type: ignore[attr-defined]
     assert IDENTITY_INFO not in conn.extra
     assert conn.closed
+
+
+def test_only_owner_or_admin_may_change_grants() -> None:
+    from dockyard.access import Access, Identity, check_access
+    from dockyard.errors import AccessDenied
+
+    bob = Identity("bob", is_admin=False)
+    check_access(bob, Access.APP, "web", "alice", grants=["bob"])  # a grantee manages it
+    with pytest.raises(AccessDenied, match="Only the owner of web"):
+        check_access(bob, Access.OWNER, "web", "alice", grants=["bob"])
+    check_access(Identity("alice", False), Access.OWNER, "web", "alice")
+    check_access(Identity("root", True), Access.OWNER, "web", "alice")
+
+
+def test_removed_key_leaves_no_ownership_to_inherit(tmp_path: Path) -> None:
+    from dockyard.apps import AppStore
+    from dockyard.state import StateStore
+
+    apps = AppStore(StateStore(tmp_path / "state.db"))
+    app = apps.create("web", owner="alice")
+    apps.grant(app, "bob")
+    apps.forget_key("alice")
+    apps.forget_key("bob")
+    assert apps.get("web").owner == "removed:alice"
+    assert apps.grants(app) == []

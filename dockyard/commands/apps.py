@@ -6,6 +6,7 @@ import time
 
 from dockyard.access import Access, can_see
 from dockyard.errors import DockyardError, UsageError
+from dockyard.locks import app_lock
 from dockyard.names import check_app_name
 from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, command
@@ -80,8 +81,13 @@ def rename(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     app = ctx.app(args.old)
     new = check_app_name(args.new)
-    ctx.out.step(f"Renaming {app.name} to {new}")
-    ctx.services.apps.rename(app.name, new)
+    locks_dir = ctx.services.settings.locks_dir
+    # Both names, in a fixed order: no push or deploy may run under either while the
+    # repo, images, containers and routes move.
+    first, second = sorted((app.name, new))
+    with app_lock(locks_dir, first), app_lock(locks_dir, second):
+        ctx.out.step(f"Renaming {app.name} to {new}")
+        ctx.services.apps.rename(app.name, new)
     ctx.event("apps:rename", new, f"from {app.name}")
 
 
@@ -98,8 +104,9 @@ def destroy(ctx: Context, argv: list[str]) -> None:
             "config vars, domains and release history. This cannot be undone.\n"
             f"To proceed, run: apps:destroy {app.name} --force"
         )
-    ctx.out.step(f"Destroying {app.name} (including all add-ons)")
-    ctx.services.apps.destroy(app.name)
+    with app_lock(ctx.services.settings.locks_dir, app.name):
+        ctx.out.step(f"Destroying {app.name} (including all add-ons)")
+        ctx.services.apps.destroy(app.name)
     ctx.event("apps:destroy", app.name)
 
 
