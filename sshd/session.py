@@ -24,6 +24,25 @@ def split_command(command: str | None) -> list[str]:
     return shlex.split(command, comments=False, posix=True)
 
 
+class ChannelInput:
+    """The channel's stdin as the bridge expects it: bytes, then b"" at the end.
+
+    asyncssh delivers a window resize, a break or a signal as an exception from `read`, and a
+    dropped connection as `ConnectionLost`; a command reading its input sees neither."""
+
+    def __init__(self, reader: asyncssh.SSHReader) -> None:
+        self._reader = reader
+
+    async def read(self, n: int = -1) -> bytes:
+        while True:
+            try:
+                return await self._reader.read(n)
+            except (asyncssh.TerminalSizeChanged, asyncssh.BreakReceived, asyncssh.SignalReceived):
+                continue
+            except asyncssh.Error:
+                return b""
+
+
 def _run(ctx: Context, argv: list[str], stdout: BlockingWriter, stderr: BlockingWriter) -> int:
     status = dispatch(ctx, argv)
     try:
@@ -54,7 +73,7 @@ async def handle_process(
     ctx = Context(
         services=services,
         identity=identity,
-        stdin=BlockingReader(loop, process.stdin),  # type: ignore[arg-type]
+        stdin=BlockingReader(loop, ChannelInput(process.stdin)),  # type: ignore[arg-type]
         stdout=stdout,  # type: ignore[arg-type]
         stderr=stderr,  # type: ignore[arg-type]
         out=Output(stdout, stderr),  # type: ignore[arg-type]
@@ -63,15 +82,19 @@ async def handle_process(
     log.info("command", user=identity.name, command=argv[:1])
     work = asyncio.ensure_future(run_blocking(_run, ctx, argv, stdout, stderr))
     closed = asyncio.ensure_future(process.channel.wait_closed())
-    await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not work.done():
+            # The client went away, or the server is stopping: tell the command, and fail
+            # its writes so it unwinds instead of holding a worker thread forever.
+            ctx.cancelled.set()
+            gone = ChannelClosed("the client closed the connection")
+            stdout.fail(gone)
+            stderr.fail(gone)
+        closed.cancel()
     if not work.done():
-        # The client went away: tell the command, and fail its writes so it unwinds.
-        ctx.cancelled.set()
-        gone = ChannelClosed("the client closed the connection")
-        stdout.fail(gone)
-        stderr.fail(gone)
         await asyncio.wait({work})
-    closed.cancel()
     status = _status_of(work)
     client_gone = ctx.cancelled.is_set() or process.is_closing()
     if not client_gone:
