@@ -19,8 +19,9 @@ import structlog
 
 from builder import engine
 from builder.context import make_context
-from builder.detect import Kind, detect
+from builder.detect import DOCKERFILE, Kind, detect
 from builder.errors import BuildFailed
+from builder.isolation import check_image_sources
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.store import BuilderSettings, BuildStore, Status, build_log_path
 from dockyard.apps import App
@@ -105,6 +106,9 @@ def build_image(
             app_json = parse_app_json(source.read_file(APP_JSON))
             build_args = {**settings.build_args(app), **(build_args_extra or {})}
             bases = settings.base_images(app)
+            own_dockerfile = source.read_file(DOCKERFILE)
+            if own_dockerfile is not None:
+                check_image_sources(own_dockerfile.decode("utf-8", "replace"), app.name, build_args)
             ctx = make_context(
                 source,
                 lambda ca_path: detect(source.read_file, bases, procfile, ca_path),
@@ -113,6 +117,8 @@ def build_image(
             kind = ctx.plan.kind
             try:
                 _require_local_base(ctx.plan.base_image, kind)
+                if ctx.plan.base_image:
+                    check_image_sources(f"FROM {ctx.plan.base_image}", app.name, {})
                 what = "Dockerfile" if kind == Kind.DOCKERFILE else f"detected {kind} app"
                 out.step(f"Building {app.name} from {what}")
                 output.note(f"Building {app.name} from {what} at {source.revision}")

@@ -378,3 +378,25 @@ def test_prune_keeps_the_given_releases_and_rename_destroy_follow(
     services.apps.destroy(new)
     assert image_tags(new) == []
     assert not (services.settings.builds_dir / new).exists()
+
+
+def test_a_dockerfile_may_not_read_another_apps_image() -> None:
+    from builder import BuildFailed
+    from builder.isolation import check_image_sources
+
+    own = "FROM dockyard/web:3\nCOPY --from=dockyard/web:2 /app /old\n"
+    check_image_sources(own, "web", {})
+    check_image_sources("FROM dockyard/busybox:latest AS base\nCOPY --from=base / /\n", "web", {})
+    check_image_sources("FROM python:3.12-slim\nRUN --mount=type=cache,target=/c true\n", "web", {})
+    for hostile in (
+        "FROM dockyard/victim",
+        "FROM --platform=linux/amd64 dockyard/victim:4 AS x",
+        "FROM busybox\nCOPY --from=dockyard/victim:1 /app /stolen",
+        "FROM busybox\nRUN --mount=type=bind,from=dockyard/victim,target=/v cat /v/app.py",
+        "ARG BASE=dockyard/victim\nFROM ${BASE}",
+        "FROM \\\n  DOCKYARD/Victim:latest",
+    ):
+        with pytest.raises(BuildFailed, match="another app's image"):
+            check_image_sources(hostile, "web", {})
+    with pytest.raises(BuildFailed):
+        check_image_sources("ARG BASE=busybox\nFROM $BASE", "web", {"BASE": "dockyard/victim"})
