@@ -5,7 +5,8 @@ The deployer calls only what is exported here.
 
 from __future__ import annotations
 
-from builder import commands  # noqa: F401  (registers builds:*, builder:*)
+# commands registers builds:* and builder:*; housekeeping its start and stop hooks.
+from builder import commands, housekeeping  # noqa: F401
 from builder.build import BuiltImage, image_repo
 from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
@@ -39,7 +40,13 @@ def build_image(
     """Build `source` as `dockyard/APP:<build id>` (and `:latest`); output streams to `out`.
 
     Raises BuildFailed with a clear message; the build output has already streamed."""
-    return _build_image(services, app, source, out, build_args_extra)
+    try:
+        return _build_image(services, app, source, out, build_args_extra)
+    finally:
+        try:
+            housekeeping.prune_build_logs(services, app)
+        except OSError as exc:  # a full disk must not turn a good build into a failed one
+            housekeeping.log.warning("build logs not pruned", app=app.name, error=str(exc))
 
 
 def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:

@@ -9,25 +9,36 @@ live containers. Server stop does nothing: a restart of Dockyard never stops an 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import docker.errors
+import requests
 import structlog
 
 import builder
 from deployer import containers as docker_ops
 from deployer.deploy import ReleaseDeployer, home_of, router
+from deployer.pipeline import GIT_REV
 from deployer.releases import ReleaseStore
 from dockyard import apps as app_hooks
 from dockyard import lifecycle
+from dockyard.apps import App
 from dockyard.bridge import run_blocking
 from dockyard.errors import DockyardError
+from dockyard.locks import AppBusy, app_lock
 from dockyard.output import Output
 
 if TYPE_CHECKING:
     from dockyard.registry import Services
 
 log = structlog.get_logger("dockyard.deployer")
+
+# How often the engine is pinged; a restart shorter than this may go unnoticed.
+ENGINE_WATCH_INTERVAL = 1.0
+# A reconcile waits this long for an app's lock, then leaves the app to its deploy.
+RECONCILE_LOCK_WAIT = 1.0
+ALL = ""  # in the pending set: the whole reconcile, strays of destroyed apps included
 
 
 class _NullStream:
@@ -42,7 +53,8 @@ def _quiet_output() -> Output:
     return Output(_NullStream(), _NullStream())  # type: ignore[arg-type]
 
 
-def reconcile_all(services: Services) -> None:
+def reconcile_all(services: Services) -> list[str]:
+    """Reconcile every app; returns the names of apps skipped because they were busy."""
     known = {a.name: a for a in services.apps.all()}
     strays = [
         c for c in docker_ops.app_containers(home_of(services), include_one_off=True)
@@ -52,14 +64,43 @@ def reconcile_all(services: Services) -> None:
     docker_ops.remove(strays, timeout=2)
     for c in strays:
         log.info("removed stray container", container=c.name)
+    busy = []
     for app in known.values():
-        try:
+        if not reconcile_app(services, app):
+            busy.append(app.name)
+    return busy
+
+
+def reconcile_app(services: Services, app: App) -> bool:
+    """Reconcile one app under its lock; False when a push or deploy holds the lock (that
+    deploy puts the containers right itself, or a later reconcile does)."""
+    try:
+        with app_lock(services.settings.locks_dir, app.name, timeout=RECONCILE_LOCK_WAIT):
+            _finish_interrupted_deploys(services, app)
             done = ReleaseDeployer(services, app, _quiet_output()).reconcile()
-        except (DockyardError, docker.errors.DockerException) as exc:
-            log.error("reconcile failed", app=app.name, error=str(exc))
-            continue
-        for action in done:
-            log.info("reconciled", app=app.name, action=action)
+    except AppBusy:
+        return False
+    except (DockyardError, docker.errors.DockerException, requests.RequestException) as exc:
+        log.error("reconcile failed", app=app.name, error=str(exc))
+        return True
+    for action in done:
+        log.info("reconciled", app=app.name, action=action)
+    return True
+
+
+def _finish_interrupted_deploys(services: Services, app: App) -> None:
+    """A server killed mid-deploy leaves its release pending and the config naming a
+    revision that never went live: the release failed, and GIT_REV names what runs."""
+    store = ReleaseStore(services.state)
+    failed = store.fail_interrupted(app)
+    if not failed:
+        return
+    log.warning("interrupted deploys marked failed", app=app.name, versions=failed)
+    current = store.current(app)
+    if current is not None and current.revision:
+        services.config.set(app, {GIT_REV: current.revision})
+    elif current is None:
+        services.config.unset(app, [GIT_REV])
 
 
 @lifecycle.on_start
@@ -74,7 +115,62 @@ async def _reconcile_at_start(services: Services) -> None:
     asyncio.get_running_loop().call_soon(_start_reconcile, services)
 
 
+@lifecycle.on_start
+async def _start_engine_watch(services: Services) -> None:
+    _engine_watches[id(services)] = asyncio.create_task(_watch_engine(services))
+
+
+@lifecycle.on_stop
+async def _stop_engine_watch(services: Services) -> None:
+    task = _engine_watches.pop(id(services), None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _engine_answers() -> bool:
+    try:
+        docker_ops.client().ping()
+        return True
+    except (docker.errors.DockerException, requests.RequestException):
+        return False
+
+
+async def _watch_engine(services: Services) -> None:
+    """When the Docker engine comes back (restarted, or down at our start), reconcile every
+    app: containers the engine did not restart are started, and the ones it did restart got
+    new host ports, which the proxy must learn. Apps busy then are retried each tick."""
+    was_up = await run_blocking(_engine_answers)
+    pending: set[str] = set()
+    while True:
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL)
+        up = await run_blocking(_engine_answers)
+        if up and not was_up:
+            log.warning("docker engine is back; reconciling")
+            pending = {a.name for a in await run_blocking(services.apps.all)} | {ALL}
+        if up and pending:
+            pending = set(await run_blocking(_reconcile_pending, services, pending))
+        was_up = up
+
+
+def _reconcile_pending(services: Services, names: set[str]) -> list[str]:
+    try:
+        if ALL in names:
+            return reconcile_all(services)
+        busy = []
+        for name in names:
+            app = services.apps.find(name)
+            if app is not None and not reconcile_app(services, app):
+                busy.append(name)
+        return busy
+    except Exception:
+        log.exception("reconcile crashed")
+        return []
+
+
 _background: set[asyncio.Future[None]] = set()
+_engine_watches: dict[int, asyncio.Task[None]] = {}
 
 
 def _start_reconcile(services: Services) -> None:

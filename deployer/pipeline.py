@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import docker.errors
+import requests
+
 import builder
 from deployer.deploy import ReleaseDeployer
 from deployer.releases import Release, ReleaseStore, effective_formation
@@ -46,13 +49,18 @@ def deploy_source(ctx: Context, app: App, source: Source) -> None:
     ctx.services.config.set(app, {GIT_REV: source.revision})
     try:
         release_and_switch(ctx.services, app, ctx.out, release)
-    except DockyardError as exc:
+    except (DockyardError, docker.errors.DockerException, requests.RequestException) as exc:
         # The old release keeps serving, so the config keeps naming its revision.
         if previous_rev is None:
             ctx.services.config.unset(app, [GIT_REV])
         else:
             ctx.services.config.set(app, {GIT_REV: previous_rev})
-        raise DeployFailed(exc.message) from None
+        if isinstance(exc, DockyardError):
+            raise DeployFailed(exc.message) from None
+        raise DeployFailed(
+            f"Deploy of {app.name} failed: the Docker engine stopped answering ({exc}).\n"
+            "The previous release keeps serving (Dockyard restarts it when the engine is back)."
+        ) from None
     ctx.event("deploy", app.name, f"v{release.version} {source.revision[:12]}")
 
 

@@ -169,6 +169,16 @@ class ReleaseStore:
                 (STATUS_FAILED, app.id, release.version),
             )
 
+    def fail_interrupted(self, app: App) -> list[int]:
+        """Mark releases left pending by a server that died mid-deploy as failed; returns
+        their versions. Only safe while no deploy of `app` runs (its lock held)."""
+        with self.state.transaction() as conn:
+            rows = conn.execute(
+                "UPDATE releases SET status = ? WHERE app_id = ? AND status = ? RETURNING version",
+                (STATUS_FAILED, app.id, STATUS_PENDING),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
     def make_current(self, app: App, release: Release) -> None:
         release.status = STATUS_SUCCEEDED
         with self.state.transaction() as conn:

@@ -18,6 +18,10 @@ from dockyard.errors import DockyardError
 from dockyard.names import check_app_name
 
 
+class AppBusy(DockyardError):
+    """Another push or deploy held the app's lock for the whole timeout."""
+
+
 @contextmanager
 def app_lock(locks_dir: Path, app: str, timeout: float = 600.0) -> Iterator[None]:
     check_app_name(app)
@@ -32,7 +36,7 @@ def app_lock(locks_dir: Path, app: str, timeout: float = 600.0) -> Iterator[None
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise DockyardError(
+                    raise AppBusy(
                         f"App {app} is busy with another push or deploy; try again later"
                     ) from None
                 time.sleep(delay)

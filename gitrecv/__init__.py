@@ -1,3 +1,4 @@
 """gitrecv stage: git push and clone over Dockyard's SSH server, served by dulwich."""
 
-from gitrecv import commands  # noqa: F401  (registers git-receive-pack, git:*, repo:gc)
+# commands registers git-receive-pack, git:* and repo:gc; housekeeping the scheduled gc.
+from gitrecv import commands, housekeeping  # noqa: F401

@@ -39,7 +39,11 @@ AUTOCREATION_DISABLED = "apps.disable-autocreation"
 DEFAULT_MAX_PUSH_SIZE = 1024**3
 
 # `git:set` keys: which levels each may be set at.
-GIT_PROPERTIES = {"deploy-branch": ("app", "global"), "max-push-size": ("global",)}
+GIT_PROPERTIES = {
+    "deploy-branch": ("app", "global"),
+    "max-push-size": ("global",),
+    "gc-interval": ("global",),  # seconds between scheduled repacks of each repo
+}
 
 SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
 SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
@@ -177,7 +181,7 @@ def upload_pack(ctx: Context, argv: list[str]) -> int | None:
 
 @command(
     "git:set",
-    "Set a git property (deploy-branch; global: deploy-branch, max-push-size)",
+    "Set a git property (deploy-branch; global: deploy-branch, max-push-size, gc-interval)",
     "(--global | APP) KEY [VALUE]",
 )
 def git_set(ctx: Context, argv: list[str]) -> None:
@@ -206,6 +210,8 @@ def git_set(ctx: Context, argv: list[str]) -> None:
         raise UsageError(f"Invalid branch name {value!r}")
     if value and args.key == "max-push-size":
         value = format_size(parse_size(value))
+    if value and args.key == "gc-interval" and not (value.isdigit() and int(value) > 0):
+        raise UsageError(f"Invalid gc-interval {value!r}: a whole number of seconds")
     ctx.services.properties.set(app, f"git.{args.key}", value)
     ctx.out.step(
         f"{'Setting' if value else 'Unsetting'} {args.key}{f' to {value}' if value else ''}"

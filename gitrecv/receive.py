@@ -22,6 +22,7 @@ itself with a clear message before sending anything.
 
 from __future__ import annotations
 
+import errno
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -332,6 +333,11 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             raise
         except Exception as exc:  # dulwich raises many types for a broken pack
             log.warning("pack not stored", error=str(exc))
+            if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+                self.progress.line(
+                    f"{ERROR}Push refused: the server is out of disk space; nothing was "
+                    "stored. Free space in Dockyard's data dir and push again."
+                )
             return str(exc).replace("\n", " ").encode("utf-8", "replace") or b"bad pack"
         finally:
             remove_leftovers(self.repo)

@@ -1,0 +1,128 @@
+"""Scheduled repo housekeeping in `dockyard serve`: leftovers at start, `repo:gc` on a timer.
+
+At start every repo loses what a killed push left behind (temporary packs, stale lock
+files), and a repo past git's own auto-gc thresholds (`gc.auto` loose objects,
+`gc.autoPackLimit` packs) is repacked at once. Then each repo is repacked every
+`git.gc-interval` seconds (global `git:set --global gc-interval SECONDS`, default a day).
+Everything runs under the app's lock; an app busy with a push is retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+from dulwich.gc import garbage_collect, should_run_gc
+
+from dockyard import lifecycle
+from dockyard.apps import App
+from dockyard.bridge import run_blocking
+from dockyard.locks import AppBusy, app_lock
+from gitrecv.repos import RepoStore, remove_leftovers
+
+if TYPE_CHECKING:
+    from dockyard.registry import Services
+
+log = structlog.get_logger("dockyard.gitrecv")
+
+GC_INTERVAL = "git.gc-interval"
+DEFAULT_GC_INTERVAL = 24 * 3600
+# How often the schedule is looked at; the interval setting is re-read each time, so a
+# change takes effect without a restart.
+TICK = 1.0
+LOCK_WAIT = 0.5
+
+_tasks: dict[int, asyncio.Task[None]] = {}
+
+
+def gc_interval(services: Services) -> float:
+    value = services.properties.get(None, GC_INTERVAL)
+    return float(value) if value and value.isdigit() and int(value) > 0 else DEFAULT_GC_INTERVAL
+
+
+class RepoHousekeeper:
+    """Remembers when each app's repo was last repacked, and repacks the ones due."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.repos = RepoStore(services.settings.repos_dir)
+        self.last_gc: dict[str, float] = {}
+
+    def at_start(self) -> None:
+        now = time.monotonic()
+        for app in self.services.apps.all():
+            self.last_gc[app.name] = now
+            self._under_lock(app, self._clean_and_maybe_gc)
+
+    def tick(self) -> None:
+        interval = gc_interval(self.services)
+        now = time.monotonic()
+        for app in self.services.apps.all():
+            if now - self.last_gc.setdefault(app.name, now) >= interval:
+                if self._under_lock(app, self._gc):
+                    self.last_gc[app.name] = time.monotonic()
+
+    def _under_lock(self, app: App, work) -> bool:  # noqa: ANN001 (Callable[[App], None])
+        """Run `work(app)` under the app's lock; False when the app was busy."""
+        try:
+            with app_lock(self.services.settings.locks_dir, app.name, timeout=LOCK_WAIT):
+                work(app)
+        except AppBusy:
+            return False
+        except Exception as exc:  # one broken repo must not stop the others' housekeeping
+            log.warning("repo housekeeping failed", app=app.name, error=str(exc))
+        return True
+
+    def _clean_and_maybe_gc(self, app: App) -> None:
+        repo = self.repos.find(app)
+        if repo is None:
+            return
+        try:
+            remove_leftovers(repo)
+            needed = should_run_gc(repo)
+        finally:
+            repo.close()
+        if needed:
+            self._gc(app)
+
+    def _gc(self, app: App) -> None:
+        repo = self.repos.find(app)
+        if repo is None:
+            return
+        try:
+            remove_leftovers(repo)
+            stats = garbage_collect(repo)
+        finally:
+            repo.close()
+        log.info(
+            "repo gc", app=app.name, packs_before=stats.packs_before,
+            packs_after=stats.packs_after, loose_before=stats.loose_objects_before,
+            pruned=len(stats.pruned_objects),
+        )  # fmt: skip
+
+
+async def _run(keeper: RepoHousekeeper) -> None:
+    await run_blocking(keeper.at_start)
+    while True:
+        await asyncio.sleep(TICK)
+        try:
+            await run_blocking(keeper.tick)
+        except Exception:
+            log.exception("repo housekeeping crashed")
+
+
+@lifecycle.on_start
+async def start_housekeeping(services: Services) -> None:
+    _tasks[id(services)] = asyncio.create_task(_run(RepoHousekeeper(services)))
+
+
+@lifecycle.on_stop
+async def stop_housekeeping(services: Services) -> None:
+    task = _tasks.pop(id(services), None)
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
