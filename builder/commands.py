@@ -21,7 +21,7 @@ from builder.store import (
 from dockyard import apps as app_hooks
 from dockyard.errors import NotFound, UsageError
 from dockyard.output import report_key
-from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.registry import CommandParser, Context, Services, command, split_global
 
 LOG_CHUNK = 64 * 1024
 
@@ -85,19 +85,14 @@ def builds_output(ctx: Context, argv: list[str]) -> None:
     "[--global|APP] KEY [VALUE]",
 )
 def builder_set(ctx: Context, argv: list[str]) -> None:
+    is_global, argv = split_global(argv)
     parser = CommandParser("builder:set")
-    # `--global` takes the place of APP, so it cannot be an ordinary optional flag.
-    is_global = bool(argv) and argv[0] == "--global"
     if not is_global:
         parser.add_argument("app", metavar="--global|APP")
     parser.add_argument("key", choices=SETTING_KEYS)
     parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv[1:] if is_global else argv)
-    if is_global:
-        ctx.require_admin("change global builder settings")
-        app = None
-    else:
-        app = ctx.app(args.app)
+    args = parser.parse_args(argv)
+    app = ctx.target(getattr(args, "app", None), is_global, "change global builder settings")
     if args.key == BUILD_ARG and not args.value:
         raise UsageError("build-arg takes KEY=VALUE (KEY= unsets it)")
     BuilderSettings(ctx.services.properties).set(app, args.key, args.value)

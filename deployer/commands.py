@@ -372,15 +372,6 @@ def ps_set(ctx: Context, argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- config
-def _config_target(ctx: Context, global_: bool, app_name: str | None) -> App | None:
-    if global_:
-        ctx.require_admin("use --global")
-        return None
-    if not app_name:
-        raise UsageError("Give an app name, or --global")
-    return ctx.app(app_name)
-
-
 def _show_config(ctx: Context, argv: list[str], name: str) -> None:
     parser = CommandParser(name)
     parser.add_argument("--global", dest="global_", action="store_true")
@@ -388,7 +379,7 @@ def _show_config(ctx: Context, argv: list[str], name: str) -> None:
     parser.add_argument("app", nargs="?")
     parser.add_format()
     args = parser.parse_args(argv)
-    app = _config_target(ctx, args.global_, args.app)
+    app = ctx.target(args.app, args.global_, "use --global")
     config = ctx.services.config
     values = config.effective(app) if args.merged and app else config.local(app)
     if args.format == "json":
@@ -425,11 +416,11 @@ def config_get(ctx: Context, argv: list[str]) -> int:
     if args.global_:
         if len(words) != 1:
             raise UsageError("usage: config:get --global KEY")
-        app, key = _config_target(ctx, True, None), words[0]
+        app, key = ctx.target(None, True, "use --global"), words[0]
     else:
         if len(words) != 2:
             raise UsageError("usage: config:get APP KEY")
-        app, key = _config_target(ctx, False, words[0]), words[1]
+        app, key = ctx.target(words[0], False, "use --global"), words[1]
     value = ctx.services.config.local(app).get(key)
     if value is None:
         return 1
@@ -451,7 +442,7 @@ def config_set(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     words = list(args.words)
     app_name = None if args.global_ else (words.pop(0) if words else None)
-    app = _config_target(ctx, args.global_, app_name)
+    app = ctx.target(app_name, args.global_, "use --global")
     if not words:
         raise UsageError("At least one env pair must be given")
     values = {}
@@ -498,7 +489,7 @@ def config_unset(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     words = list(args.words)
     app_name = None if args.global_ else (words.pop(0) if words else None)
-    app = _config_target(ctx, args.global_, app_name)
+    app = ctx.target(app_name, args.global_, "use --global")
     if not words:
         raise UsageError("At least one key must be given")
     if app is None:
@@ -526,7 +517,7 @@ def config_export(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("--format", choices=EXPORT_FORMATS, default="exports")
     parser.add_argument("app", nargs="?")
     args = parser.parse_args(argv)
-    app = _config_target(ctx, args.global_, args.app)
+    app = ctx.target(args.app, args.global_, "use --global")
     config = ctx.services.config
     values = dict(
         sorted((config.effective(app) if args.merged and app else config.local(app)).items())

@@ -18,7 +18,7 @@ import structlog
 
 import builder
 from deployer import containers as docker_ops
-from deployer.deploy import ReleaseDeployer, home_of, router
+from deployer.deploy import ReleaseDeployer, home_of
 from deployer.pipeline import GIT_REV
 from deployer.releases import ReleaseStore
 from dockyard import apps as app_hooks
@@ -190,9 +190,8 @@ def _reconcile_logged(services: Services) -> None:
 def _destroy(services: Services, name: str) -> None:
     found = docker_ops.app_containers(home_of(services), name, include_one_off=True)
     docker_ops.remove(found, timeout=2)
-    router.unpublish(services, name)
-    # The builder's own hook ran first, while these containers still held the images; now
-    # nothing uses them.
+    # Routes go with the proxy's own destroy hook. The builder's hook ran first, while these
+    # containers still held the images; now nothing uses them.
     builder.prune_images(services, name, set())
 
 

@@ -89,6 +89,15 @@ class Context:
         check_access(self.identity, need, app.name, app.owner, self.services.apps.grants(app))
         return app
 
+    def target(self, app_name: str | None, is_global: bool, action: str) -> App | None:
+        """The app a settings command acts on, or None for `--global` (admins only)."""
+        if is_global:
+            self.require_admin(action)
+            return None
+        if not app_name:
+            raise UsageError("Give an app name, or --global")
+        return self.app(app_name)
+
     def require_admin(self, action: str) -> None:
         check_access(self.identity, Access.ADMIN, action=action)
 
@@ -110,6 +119,15 @@ class CommandParser(argparse.ArgumentParser):
 
     def add_format(self) -> None:
         self.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def split_global(argv: Sequence[str]) -> tuple[bool, list[str]]:
+    """`--global` stands where APP would, as the first word (`git:set --global KEY VALUE`);
+    argparse cannot express an optional positional before required ones, so it is taken off
+    here."""
+    if argv[:1] == ["--global"]:
+        return True, list(argv[1:])
+    return False, list(argv)
 
 
 def _strip_global_flags(argv: Sequence[str]) -> tuple[list[str], bool]:

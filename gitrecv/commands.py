@@ -23,7 +23,7 @@ from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.locks import app_lock
 from dockyard.output import Output, report_key
-from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.registry import CommandParser, Context, Services, command, split_global
 from gitrecv.receive import DeployingReceivePackHandler, SingleRepoBackend
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
 from gitrecv.source import GitSource
@@ -185,21 +185,15 @@ def upload_pack(ctx: Context, argv: list[str]) -> int | None:
     "(--global | APP) KEY [VALUE]",
 )
 def git_set(ctx: Context, argv: list[str]) -> None:
-    is_global = argv[:1] == ["--global"]
+    is_global, argv = split_global(argv)
     parser = CommandParser("git:set")
     if not is_global:
-        parser.add_argument("app")
+        parser.add_argument("app", metavar="APP")
     parser.add_argument("key", choices=sorted(GIT_PROPERTIES))
     parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv[1:] if is_global else argv)
-    app: App | None = None
-    if is_global:
-        ctx.require_admin("change global git settings")
-        level = "global"
-    else:
-        app = ctx.app(args.app)
-        level = "app"
-    if level not in GIT_PROPERTIES[args.key]:
+    args = parser.parse_args(argv)
+    app = ctx.target(getattr(args, "app", None), is_global, "change global git settings")
+    if ("global" if is_global else "app") not in GIT_PROPERTIES[args.key]:
         raise UsageError(f"{args.key} can only be set with --global")
     value = args.value
     if (

@@ -6,7 +6,7 @@ from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.output import report_key
-from dockyard.registry import CommandParser, Context, command
+from dockyard.registry import CommandParser, Context, command, split_global
 from proxy import certs
 from proxy.render import listen_address
 from proxy.router import (
@@ -293,18 +293,16 @@ def _check_setting(key: str, value: str) -> str:
     "APP|--global KEY [VALUE]",
 )  # fmt: skip
 def proxy_set(ctx: Context, argv: list[str]) -> None:
+    is_global, argv = split_global(argv)
     parser = CommandParser("proxy:set")
-    parser.add_argument("target", metavar="APP|--global")
+    if not is_global:
+        parser.add_argument("app", metavar="APP|--global")
     parser.add_argument("key", choices=sorted(GLOBAL_KEYS))
     parser.add_argument("value", nargs="?", default="")
     args = parser.parse_args(argv)
-    if args.target == "--global":
-        ctx.require_admin("change global proxy settings")
-        app = None
-    else:
-        app = ctx.app(args.target)
-        if args.key not in APP_KEYS:
-            raise UsageError(f"{args.key} is a global setting: proxy:set --global {args.key} …")
+    app = ctx.target(getattr(args, "app", None), is_global, "change global proxy settings")
+    if app is not None and args.key not in APP_KEYS:
+        raise UsageError(f"{args.key} is a global setting: proxy:set --global {args.key} …")
     value = _check_setting(args.key, args.value)
     router = _router(ctx)
     router.apply(lambda: ctx.services.properties.set(app, GLOBAL_KEYS[args.key], value))

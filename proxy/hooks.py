@@ -66,10 +66,17 @@ async def _watch(services: Services) -> None:
 def forget_app(services: Services, name: str) -> None:
     app = services.apps.get(name)
     router = Router(services)
-    router.apply(lambda: router.store.forget(app))
+    if router.is_serving():
+        router.apply(lambda: router.store.forget(app))
+    else:
+        router.store.forget(app)  # the next start renders without it
     certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
 
 
 @apps.on_rename
 def rename_app(services: Services, old: str, new: str) -> None:
-    Router(services).apply()  # the server block's names follow the app's new name
+    router = Router(services)
+    # The server block's names follow the app's new name. With no nginx running (no server
+    # has started yet) there is nothing to update: the next start renders from state.
+    if router.is_serving():
+        router.apply()

@@ -231,6 +231,10 @@ class Router:
         nginx.reload()
 
     # Starting and watching our own master
+    def is_serving(self) -> bool:
+        """Is there an nginx that follows this data dir's routes right now?"""
+        return self.mode() == MODE_SYSTEM or self.master.pid() is not None
+
     def start_or_adopt(self) -> int | None:
         """At server start: render from state, then reload the running master or start one."""
         self.record_listen()

@@ -34,7 +34,7 @@ from proxy.nginx import NginxMaster
 from proxy.render import AppRoute, CertPaths, Listen, render_server_block
 from proxy.router import DEFAULT_SYSTEM_CONF_DIR, SYSTEM_CONF_DIR, Router, system_conf_path
 from proxy.validate import check_body_size, check_domain, check_upstream
-from tests.conftest import free_port, start_server, stop_server
+from tests.conftest import DockyardServer, free_port, start_server, stop_server
 
 # ---------------------------------------------------------------- unit: validation, render
 
@@ -645,3 +645,13 @@ def test_local_cli_certs_add_from_files(served, upstream_factory, tmp_path: Path
     res = srv.cli("proxy:build-config", "--all")
     assert res.returncode == 0, res.stderr
     assert get(srv.http_port, "files.localhost")[0] == 301
+
+
+def test_proxy_set_global_takes_the_place_of_the_app(shared_server: DockyardServer) -> None:
+    srv = shared_server
+    refused = srv.ssh("proxy:set", "--global", "mode", "system", key=srv.user_key)
+    assert refused.returncode != 0 and "Only an admin key" in refused.stderr
+    bad = srv.ssh("proxy:set", "--global", "mode", "sideways")
+    assert bad.returncode != 0 and "mode is one of" in bad.stderr
+    unset = srv.ssh("proxy:set", "--global", "mode")
+    assert unset.returncode == 0, unset.stderr
