@@ -28,6 +28,10 @@ MAX_REQUESTS = 1_000_000
 MAX_DURATION = 600.0
 MAX_CONCURRENCY = 256
 REQUEST_TIMEOUT = 10.0
+# With count_bodies: bodies are keyed by their first bytes, and only so many distinct ones
+# are kept, so a server answering something new each time cannot grow memory without bound.
+BODY_KEY_BYTES = 200
+MAX_DISTINCT_BODIES = 100
 
 
 @dataclass
@@ -37,7 +41,13 @@ class LoadResult:
     retried: int = 0  # stale keep-alive connections retried once (not failures)
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
+    bodies: Counter[str] = field(default_factory=Counter)  # successful answers, if counted
     elapsed: float = 0.0
+
+    def count_body(self, body: bytes) -> None:
+        key = body[:BODY_KEY_BYTES].decode("utf-8", "replace").strip()
+        if key in self.bodies or len(self.bodies) < MAX_DISTINCT_BODIES:
+            self.bodies[key] += 1
 
     def percentile(self, q: float) -> float:
         if not self.latencies:
@@ -81,6 +91,7 @@ class _Connection:
         self.host, self.port, self.request = host, port, request
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.answered = False  # the current exchange has received a status line
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -91,27 +102,32 @@ class _Connection:
                 pass
         self.reader = self.writer = None
 
-    async def get(self) -> tuple[int, bool]:
-        """One request: (status, retried). A keep-alive connection the server closed while
+    async def get(self) -> tuple[int, bytes, bool]:
+        """One request: (status, body, retried). A keep-alive connection the server closed while
         idle is retried once on a fresh one, as HTTP clients do for idempotent requests
-        (RFC 9112 section 9.3.1); a fresh connection failing is a failure."""
+        (RFC 9112 section 9.3.1); a fresh connection failing, or one that broke after the
+        response began, is a failure."""
         if self.writer is not None:
             try:
-                return await self._exchange(), False
+                return *(await self._exchange()), False
             except (ConnectionError, asyncio.IncompleteReadError, _ClosedBeforeResponse):
+                if self.answered:
+                    raise
                 await self.close()
-            return (await self._exchange()), True
-        return await self._exchange(), False
+            return *(await self._exchange()), True
+        return *(await self._exchange()), False
 
-    async def _exchange(self) -> int:
+    async def _exchange(self) -> tuple[int, bytes]:
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
+        self.answered = False
         self.writer.write(self.request)
         await self.writer.drain()
         status_line = await self.reader.readline()
         if not status_line:
             raise _ClosedBeforeResponse("closed before a response")
+        self.answered = True
         status = int(status_line.split()[1])
         length, chunked, close = 0, False, False
         while True:
@@ -126,17 +142,18 @@ class _Connection:
                 chunked = True
             elif name == "connection" and value == "close":
                 close = True
+        body = b""
         if chunked:
             while True:
                 size = int((await self.reader.readline()).split(b";")[0], 16)
-                await self.reader.readexactly(size + 2)
+                body += (await self.reader.readexactly(size + 2))[:size]
                 if size == 0:
                     break
         elif length:
-            await self.reader.readexactly(length)
+            body = await self.reader.readexactly(length)
         if close:
             await self.close()
-        return status
+        return status, body
 
 
 async def run_load_async(
@@ -149,7 +166,11 @@ async def run_load_async(
     max_requests: int = 10_000,
     duration: float = 10.0,
     stop: threading.Event | None = None,
+    count_bodies: bool = False,
+    result: LoadResult | None = None,
 ) -> LoadResult:
+    """Run the load; `result`, if given, is filled in as requests complete, so another
+    thread can watch the counts grow."""
     _check_loopback(host)
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     max_requests = min(max_requests, MAX_REQUESTS)
@@ -157,7 +178,7 @@ async def run_load_async(
     request = (
         f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: dockyard-loadgen\r\n\r\n"
     ).encode()
-    result = LoadResult()
+    result = result if result is not None else LoadResult()
     start = time.perf_counter()
     deadline = start + duration
 
@@ -174,7 +195,7 @@ async def run_load_async(
             result.sent += 1
             t0 = time.perf_counter()
             try:
-                status, retried = await asyncio.wait_for(conn.get(), REQUEST_TIMEOUT)
+                status, body, retried = await asyncio.wait_for(conn.get(), REQUEST_TIMEOUT)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                 result.failed += 1
                 result.errors[type(e).__name__] += 1
@@ -186,6 +207,8 @@ async def run_load_async(
                 result.errors[f"HTTP {status}"] += 1
             else:
                 result.latencies.append(time.perf_counter() - t0)
+                if count_bodies:
+                    result.count_body(body)
         await conn.close()
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -198,14 +221,16 @@ def run_load(port: int, host_header: str, **kwargs: object) -> LoadResult:
 
 
 class BackgroundLoad:
-    """Load in a background thread while the caller changes things; `result` after exit."""
+    """Load in a background thread while the caller changes things; `result` after exit,
+    `live` (the same object, still growing) while it runs."""
 
     def __init__(self, port: int, host_header: str, **kwargs: object) -> None:
         kwargs.setdefault("duration", MAX_DURATION)
         kwargs.setdefault("max_requests", MAX_REQUESTS)
         self._stop = threading.Event()
         self._args = (port, host_header)
-        self._kwargs = {**kwargs, "stop": self._stop}
+        self.live = LoadResult()
+        self._kwargs = {**kwargs, "stop": self._stop, "result": self.live}
         self._thread = threading.Thread(target=self._run, name="loadgen", daemon=True)
         self.result: LoadResult | None = None
 
