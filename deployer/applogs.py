@@ -78,9 +78,21 @@ class Follower:
                 buf += chunk
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
-                    self.queue.put(format_line(raw, dyno_of(container))[1])
+                    if not self._offer(format_line(raw, dyno_of(container))[1]):
+                        return
         except Exception:  # the stream was closed under us: that is how we stop
             return
+
+    def _offer(self, line: str) -> bool:
+        """Queue a line, waiting while the reader is behind; False once told to stop, so a
+        follower blocked on a full queue still ends when the client goes away."""
+        while not self.stopped.is_set():
+            try:
+                self.queue.put(line, timeout=POLL_INTERVAL)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def run(self, stdout: BinaryIO, cancelled: threading.Event) -> None:
         for c in self.containers:

@@ -160,6 +160,11 @@ class ReleaseDeployer:
             self.fail_with_logs([c for c, _ in started], current, str(exc))
         except docker.errors.DockerException as exc:
             self.fail_with_logs([c for c, _ in started], current, _docker_message(exc))
+        except BaseException:
+            # Anything else (a malformed check declaration, an interrupt): never leave
+            # staged containers behind with nobody to retire them.
+            docker_ops.remove([c for c, _ in started], timeout=1)
+            raise
         return [c for c, _ in started]
 
     def check(self, release: Release, container: Container, spec: ProcessSpec) -> None:

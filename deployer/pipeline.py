@@ -76,7 +76,8 @@ def release_and_switch(
     try:
         ReleaseDeployer(services, app, out).deploy(release, announce=announce)
     except BaseException:
-        releases.mark_failed(app, release)
+        if releases.current_version(app) != release.version:
+            releases.mark_failed(app, release)  # a release that already serves stays good
         raise
     prune_images(services, app)
     return release

@@ -15,13 +15,24 @@ REPORT_LABEL_WIDTH = 31
 
 
 class Output:
+    """What a command tells its user. Once the client has gone, messages are dropped rather
+    than raised: a deploy or a config change half-way through finishes (or fails) the same
+    whether anyone is still watching. Commands that only stream (`logs -t`, `run`) write to
+    `ctx.stdout` themselves and stop on the error."""
+
     def __init__(self, stdout: BinaryIO, stderr: BinaryIO, quiet: bool = False) -> None:
         self.stdout = stdout
         self.stderr = stderr
         self.quiet = quiet
+        self.client_gone = False
 
     def _write(self, stream: BinaryIO, text: str) -> None:
-        stream.write(text.encode("utf-8", "surrogateescape"))
+        if self.client_gone:
+            return
+        try:
+            stream.write(text.encode("utf-8", "surrogateescape"))
+        except BrokenPipeError:  # ChannelClosed over SSH, EPIPE locally
+            self.client_gone = True
 
     def line(self, text: str = "") -> None:
         self._write(self.stdout, text + "\n")
