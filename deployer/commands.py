@@ -29,6 +29,7 @@ from deployer.settings import (
     WAIT_TO_RETIRE,
     DeploySettings,
 )
+from dockyard.access import Access, can_see
 from dockyard.apps import App
 from dockyard.errors import DockyardError, NotFound, UsageError
 from dockyard.locks import app_lock
@@ -44,7 +45,7 @@ DEFAULT_LOG_LINES = 100
 
 
 def command(
-    name: str, summary: str, usage: str = ""
+    name: str, summary: str, usage: str = "", access: Access = Access.APP
 ) -> Callable[[Callable[[Context, list[str]], int | None]], Callable]:
     """`dockyard.registry.command`, with the engine's errors shown as a clear refusal
     instead of an internal error (the engine stopped, a name clash, a bad limit)."""
@@ -58,7 +59,7 @@ def command(
                 detail = getattr(exc, "explanation", None) or str(exc)
                 raise DockyardError(f"{name} failed: Docker engine: {detail}") from None
 
-        return register_command(name, summary, usage)(guarded)
+        return register_command(name, summary, usage, access=access)(guarded)
 
     return register
 
@@ -294,16 +295,50 @@ def ps_start(ctx: Context, argv: list[str]) -> None:
     ctx.event("ps:start", app.name)
 
 
-@command("ps:rebuild", "Build the deploy branch's tip again and deploy it", "APP")
-def ps_rebuild(ctx: Context, argv: list[str]) -> None:
+@command(
+    "ps:rebuild", "Build the deploy branch's tip again and deploy it (--all: every app)",
+    "APP | --all", access=Access.ANYONE,
+)  # fmt: skip
+def ps_rebuild(ctx: Context, argv: list[str]) -> int:
     parser = CommandParser("ps:rebuild")
-    parser.add_argument("app")
-    app = ctx.app(parser.parse_args(argv).app)
+    parser.add_argument("app", nargs="?", metavar="APP")
+    parser.add_argument("--all", action="store_true")
+    args = parser.parse_args(argv)
+    if args.all == bool(args.app):
+        raise UsageError("Give an app name, or --all")
+    if args.app:
+        app = ctx.app(args.app)
+        if not _rebuild(ctx, app):
+            raise DockyardError(f"{app.name} has no pushed code to rebuild; git push first")
+        return 0
+    # --all: every app this key may manage that has pushed code (after a restore, say).
+    apps = ctx.services.apps
+    failed = []
+    for app in apps.all():
+        if not can_see(ctx.identity, app.owner, apps.grants(app)):
+            continue
+        try:
+            if not _rebuild(ctx, app):
+                ctx.out.step(f"Skipping {app.name}: nothing pushed yet")
+        except DockyardError as exc:
+            ctx.out.error(f"{app.name}: {exc.message}")
+            failed.append(app.name)
+    if failed:
+        ctx.out.error(f"Rebuild failed for: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+def _rebuild(ctx: Context, app: App) -> bool:
+    """Deploy the deploy branch's tip again; False when nothing was ever pushed."""
     with _locked(ctx, app):
         source = current_source(ctx.services, app)
         if source is None:
-            raise DockyardError(f"{app.name} has no pushed code to rebuild; git push first")
-        deploy_source(ctx, app, source)
+            return False
+        try:
+            deploy_source(ctx, app, source)
+        finally:
+            source.close()
+    return True
 
 
 @command(

@@ -35,6 +35,10 @@ class Source(Protocol):
         """Write the whole tree as an uncompressed tar archive."""
         ...
 
+    def close(self) -> None:
+        """Release what reading the snapshot holds open (a repository's pack files)."""
+        ...
+
 
 Pipeline = Callable[["Context", App, Source], None]
 

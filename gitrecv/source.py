@@ -28,6 +28,9 @@ class GitSource:
         self.revision = revision
         self._commit = commit
 
+    def close(self) -> None:
+        self.repo.close()
+
     def read_file(self, path: str) -> bytes | None:
         parts = [p for p in path.encode("utf-8", "surrogateescape").split(b"/") if p]
         obj: object = self.repo[self._commit.tree]

@@ -126,3 +126,38 @@ def test_systemd_unit_verifies(tmp_path: Path) -> None:
         if "dockyard.service" in line
     ]  # fmt: skip
     assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+
+
+def test_restore_on_a_fresh_machine_then_rebuild_all(
+    server: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    """The disaster-recovery path: backup, lose the machine, restore, `ps:rebuild --all`."""
+    from tests.conftest import _provision, remove_server_leftovers, start_server, stop_server
+    from tests.test_deployer import busybox_repo, ok, push, wait_for_body
+
+    ok(push(server, busybox_repo(tmp_path, "phoenix", "risen"), "phoenix"))
+    assert server.ssh("apps:create", "empty-one").returncode == 0
+    archive = tmp_path / "backup.tar.gz"
+    ok(server.cli("backup", str(archive)))
+    stop_server(server)
+    remove_server_leftovers(server)  # the old machine, its nginx and containers are gone
+
+    fresh_root = tmp_path / "fresh"
+    fresh_root.mkdir()
+    data_dir, keys_dir, admin_key, user_key = _provision(fresh_root)
+    restored = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/dockyard"), "--data-dir", str(data_dir), "restore",
+         str(archive), "--force"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert restored.returncode == 0, restored.stderr
+    # The restored authorized_keys is the old machine's: log in with the old admin key.
+    reborn = start_server(data_dir, keys_dir, server.admin_key, server.user_key)
+    try:
+        rebuilt = reborn.ssh("ps:rebuild", "--all", timeout=300)
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "Skipping empty-one: nothing pushed yet" in rebuilt.stdout
+        assert wait_for_body(reborn, "phoenix", "risen")
+    finally:
+        stop_server(reborn)
+        remove_server_leftovers(reborn)
