@@ -32,7 +32,7 @@ from tests.conftest import _provision, start_server, stop_server  # noqa: E402
 APP = "bench"
 TARGET_SECONDS = 3.0
 DOKKU_DEFAULT_WAIT = 10.0
-DOCKERFILE = """FROM dockyard/busybox:latest
+DOCKERFILE = """FROM dockyard-base/busybox:latest
 COPY www /www
 CMD ["/bin/sh", "-c", "exec httpd -f -p ${PORT:-5000} -h /www"]
 """

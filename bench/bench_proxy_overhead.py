@@ -1,7 +1,7 @@
 """Proxy overhead: requests/s and p50 latency through Dockyard's nginx vs. straight to the
 container, with the same load generator, same concurrency and same duration.
 
-The upstream is a real container (`dockyard/busybox` running `httpd -f -p 8080`, serving a
+The upstream is a real container (`dockyard-base/busybox` running `httpd -f -p 8080`, serving a
 small static file) published on 127.0.0.1. nginx is Dockyard's own master, configured by
 `proxy.publish` exactly as a deploy does, on a free loopback port. Each round measures
 direct and proxied back to back; medians are printed with the ratio proxy/direct (the
@@ -38,7 +38,7 @@ from dockyard.registry import Services  # noqa: E402
 from dockyard.settings import Settings  # noqa: E402
 from proxy.router import Router  # noqa: E402
 
-IMAGE = "dockyard/busybox:latest"
+IMAGE = "dockyard-base/busybox:latest"
 APP = "bench"
 HOST = f"{APP}.localhost"
 BRIDGE_APP = "bench-bridge"

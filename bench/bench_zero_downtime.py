@@ -48,7 +48,7 @@ CONFIG_KEY = "ZDT_MARK"
 CONFIG_VALUE = "changed"
 # The served files are copied at start so the config var can be written beside them: the
 # body of /config.txt proves the config change reached the live container.
-DOCKERFILE = f"""FROM dockyard/busybox:latest
+DOCKERFILE = f"""FROM dockyard-base/busybox:latest
 COPY www /www
 CMD cp -r /www /tmp/site && echo "{CONFIG_KEY}=${{{CONFIG_KEY}:-unset}}" > /tmp/site/config.txt \
  && exec httpd -f -p $PORT -h /tmp/site

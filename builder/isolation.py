@@ -14,9 +14,8 @@ from collections.abc import Mapping
 
 from builder.errors import BuildFailed
 
+# App images only; the platform's own base images are `dockyard-base/…`, shared by design.
 APP_IMAGE_NAMESPACE = "dockyard/"
-# Platform base images made by scripts/build-base-images.sh: shared by design.
-SHARED_BASES = frozenset({"dockyard/busybox", "dockyard/python"})
 
 _ARG_RE = re.compile(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.IGNORECASE)
 _FROM_RE = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE)
@@ -77,11 +76,7 @@ def check_image_sources(dockerfile: str, app: str, build_args: Mapping[str, str]
             if ref.lower() in stages or ref.isdigit():
                 continue  # an earlier build stage, by name or index
             repo = _repository(ref)
-            if (
-                repo.startswith(APP_IMAGE_NAMESPACE)
-                and repo != f"{APP_IMAGE_NAMESPACE}{app}"
-                and repo not in SHARED_BASES
-            ):
+            if repo.startswith(APP_IMAGE_NAMESPACE) and repo != f"{APP_IMAGE_NAMESPACE}{app}":
                 raise BuildFailed(
                     f"The Dockerfile uses {ref!r}, another app's image; an app may build "
                     f"only from its own images ({APP_IMAGE_NAMESPACE}{app}) and public or "

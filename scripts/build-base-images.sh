@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Build Dockyard's local base images with `docker import` (no registry, no pull).
 #
-#   dockyard/busybox:latest   busybox-static + applet symlinks (has httpd)
-#   dockyard/python:3         debootstrap minbase + python3 + ca-certificates
-#   dockyard/python:latest    alias of dockyard/python:3
+#   dockyard-base/busybox:latest   busybox-static + applet symlinks (has httpd)
+#   dockyard-base/python:3         debootstrap minbase + python3 + ca-certificates
+#   dockyard-base/python:latest    alias of dockyard-base/python:3
 #
 # Each image is built only when missing. The python rootfs tarball is cached in
 # $DOCKYARD_CACHE_DIR so a rebuild after `docker rmi` needs no debootstrap.
@@ -14,9 +14,9 @@ BUSYBOX_BIN=${DOCKYARD_BUSYBOX:-/bin/busybox}
 PYTHON_INCLUDE=${DOCKYARD_PYTHON_INCLUDE:-python3,ca-certificates}
 STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-BUSYBOX_IMAGE=dockyard/busybox:latest
-PYTHON_IMAGE=dockyard/python:3
-PYTHON_ALIASES=(dockyard/python:latest)
+BUSYBOX_IMAGE=dockyard-base/busybox:latest
+PYTHON_IMAGE=dockyard-base/python:3
+PYTHON_ALIASES=(dockyard-base/python:latest)
 
 say() { echo "-----> $*"; }
 info() { echo "       $*"; }

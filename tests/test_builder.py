@@ -26,8 +26,8 @@ from dockyard.output import Output
 from dockyard.registry import Context, Services, dispatch
 from dockyard.settings import Settings
 
-BUSYBOX = "dockyard/busybox:latest"
-PYTHON = "dockyard/python:3"
+BUSYBOX = "dockyard-base/busybox:latest"
+PYTHON = "dockyard-base/python:3"
 LOCAL_BASES = BaseImages(python=PYTHON, node=PYTHON, static=BUSYBOX, procfile=BUSYBOX)
 
 
@@ -187,7 +187,7 @@ def test_context_applies_dockerignore_and_never_overwrites_user_files(tmp_path: 
     assert "secret.key" not in names and "logs/a.log" not in names
     assert names[".dockyard/Dockerfile"] == b"mine"
     assert ctx.dockerfile == ".dockyard-1/Dockerfile"
-    assert names[ctx.dockerfile].startswith(b"FROM dockyard/busybox")
+    assert names[ctx.dockerfile].startswith(b"FROM dockyard-base/busybox")
 
 
 # ---------------------------------------------------------------- against the engine
@@ -386,7 +386,7 @@ def test_a_dockerfile_may_not_read_another_apps_image() -> None:
 
     own = "FROM dockyard/web:3\nCOPY --from=dockyard/web:2 /app /old\n"
     check_image_sources(own, "web", {})
-    check_image_sources("FROM dockyard/busybox:latest AS base\nCOPY --from=base / /\n", "web", {})
+    check_image_sources("FROM dockyard-base/busybox:latest AS base\nCOPY --from=base / /\n", "web", {})
     check_image_sources("FROM python:3.12-slim\nRUN --mount=type=cache,target=/c true\n", "web", {})
     for hostile in (
         "FROM dockyard/victim",

@@ -26,7 +26,7 @@ from dockyard.errors import DockyardError
 from dockyard.state import StateStore
 from tests.conftest import DockyardServer, remove_server_leftovers, start_server, stop_server
 
-BUSYBOX_DOCKERFILE = """FROM dockyard/busybox:latest
+BUSYBOX_DOCKERFILE = """FROM dockyard-base/busybox:latest
 COPY www /www
 CMD ["/bin/sh", "-c", "exec httpd -f -v -p $PORT -h /www"]
 """
@@ -140,8 +140,8 @@ def python_repo(tmp_path: Path, name: str, version: str, extra: dict[str, str] |
 
 @pytest.fixture(scope="module")
 def srv(shared_server: DockyardServer, docker_engine) -> DockyardServer:
-    ok(shared_server.ssh("builder:set", "--global", "base-python", "dockyard/python:3"))
-    ok(shared_server.ssh("builder:set", "--global", "base-procfile", "dockyard/python:3"))
+    ok(shared_server.ssh("builder:set", "--global", "base-python", "dockyard-base/python:3"))
+    ok(shared_server.ssh("builder:set", "--global", "base-procfile", "dockyard-base/python:3"))
     return shared_server
 
 
@@ -298,7 +298,7 @@ def test_failing_health_check_keeps_old_release_serving(
     ok(push(srv, repo, app))
     wait_for_body(srv, app, "healthy")
     good_rev = head(repo)
-    broken = 'FROM dockyard/busybox:latest\nCMD ["/bin/sh", "-c", "echo broken-marker; exit 4"]\n'
+    broken = 'FROM dockyard-base/busybox:latest\nCMD ["/bin/sh", "-c", "echo broken-marker; exit 4"]\n'
     commit(repo, {"Dockerfile": broken}, "broken")
     result = push(srv, repo, app)
     assert result.returncode != 0
@@ -333,7 +333,7 @@ def test_failing_build_and_failing_release_phase_reject_the_push(
     repo = busybox_repo(tmp_path, app, "first")
     ok(push(srv, repo, app))
     wait_for_body(srv, app, "first")
-    commit(repo, {"Dockerfile": "FROM dockyard/busybox:latest\nRUN exit 7\n"}, "bad build")
+    commit(repo, {"Dockerfile": "FROM dockyard-base/busybox:latest\nRUN exit 7\n"}, "bad build")
     result = push(srv, repo, app)
     assert result.returncode != 0 and "[remote rejected]" in result.stderr
 
@@ -502,7 +502,7 @@ def test_reconcile_after_server_restart(server: DockyardServer, docker_engine, t
     wait_for_body(server, app, "survives")
     [web] = containers(docker_engine, app)
     stray = docker_engine.containers.run(
-        "dockyard/busybox:latest", ["sleep", "300"], detach=True, name="ghost.web.1",
+        "dockyard-base/busybox:latest", ["sleep", "300"], detach=True, name="ghost.web.1",
         labels={"dockyard.home": str(server.data_dir), "dockyard.app": "ghost",
                 "dockyard.release": "1", "dockyard.process": "web", "dockyard.instance": "1"},
     )  # fmt: skip

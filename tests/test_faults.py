@@ -36,7 +36,7 @@ from tests.conftest import (
 # Each instance writes its hostname and one config var where httpd serves them, so a request
 # through the proxy tells which container answered and with which config.
 START = "hostname > /www/host; echo $GREETING > /www/greeting; exec httpd -f -p $PORT -h /www"
-APP_DOCKERFILE = f"""FROM dockyard/busybox:latest
+APP_DOCKERFILE = f"""FROM dockyard-base/busybox:latest
 COPY www /www
 CMD ["/bin/sh", "-c", "{START}"]
 """

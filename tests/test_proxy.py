@@ -613,7 +613,7 @@ def test_real_container_through_the_proxy(served, docker_engine) -> None:
     srv = served
     assert srv.ssh("apps:create", "box").returncode == 0
     container = docker_engine.containers.run(
-        "dockyard/busybox:latest",
+        "dockyard-base/busybox:latest",
         ["sh", "-c", "mkdir -p /www && echo busybox-ok > /www/index.html && "
                      "exec httpd -f -p 8080 -h /www"],
         detach=True, ports={"8080/tcp": ("127.0.0.1", None)}, labels={"dockyard.test": "proxy"},
