@@ -7,11 +7,10 @@ deployer learns an app's formation and health checks without starting a containe
 from __future__ import annotations
 
 import json
-import re
 
 from builder.errors import BuildFailed
+from dockyard.names import PROCESS_TYPE_RE
 
-PROCESS_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 PROCFILE = "Procfile"
 APP_JSON = "app.json"
 

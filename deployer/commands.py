@@ -33,6 +33,7 @@ from dockyard.access import Access, can_see
 from dockyard.apps import App
 from dockyard.errors import DockyardError, NotFound, UsageError
 from dockyard.locks import app_lock
+from dockyard.names import PROCESS_TYPE_RE
 from dockyard.output import report_key
 from dockyard.pipeline import current_source
 from dockyard.registry import CommandParser, Context
@@ -40,7 +41,6 @@ from dockyard.registry import command as register_command
 
 EXPORT_FORMATS = ("exports", "envfile", "docker-args", "shell", "json", "json-list")
 MEMORY_RE = re.compile(r"^[0-9]+[bkmg]?$")
-PROCESS_TYPE_RE = re.compile(r"^[a-zA-Z0-9_-]{1,63}$")
 DEFAULT_LOG_LINES = 100
 
 

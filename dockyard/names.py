@@ -8,6 +8,8 @@ from dockyard.errors import UsageError
 
 APP_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KEY_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+# Procfile process types: part of container names (`APP.TYPE.N`) and of `DYNO`.
+PROCESS_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Environment variable names as POSIX shells and Docker accept them.
 CONFIG_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 
