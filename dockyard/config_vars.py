@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from dockyard.apps import App
+from dockyard.errors import UsageError
 from dockyard.names import check_config_key
 from dockyard.state import StateStore
 
@@ -34,8 +35,12 @@ class ConfigStore:
         return merged
 
     def set(self, app: App | None, values: Mapping[str, str]) -> None:
-        for key in values:
+        for key, value in values.items():
             check_config_key(key)
+            if "\x00" in value:
+                # A process environment is C strings: the container could never see it.
+                raise UsageError(f"The value of {key} contains a NUL byte, which no process "
+                                 "environment can hold")  # fmt: skip
         with self.state.transaction() as conn:
             for key, value in values.items():
                 if app is None:

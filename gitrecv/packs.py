@@ -36,8 +36,9 @@ def store_incoming_pack(
     store: DiskObjectStore,
     read_all: Callable[[int], bytes],
     read_some: Callable[[int], bytes],
-) -> Pack:
-    """Read a (possibly thin) pack from the wire into `store`; returns the stored pack."""
+) -> Pack | None:
+    """Read a (possibly thin) pack from the wire into `store`; returns the stored pack, or
+    None for a pack with no objects (a push that only moves refs), which is not kept."""
     fmt = store.object_format
     fd, path = tempfile.mkstemp(dir=store.path, prefix=TEMP_PACK_PREFIX)
     created: list[str] = []  # files this call put in place, removed again on failure
@@ -53,6 +54,10 @@ def store_incoming_pack(
                 delta_iter=indexer,  # type: ignore[arg-type]
             )
             copier.verify()
+            if len(copier) == 0:
+                # Kept, it would be a pack without objects, which pack readers do not expect.
+                os.remove(path)
+                return None
             f.flush()
             f.seek(0)
             with PackData(path, file=f, object_format=fmt) as data:

@@ -278,7 +278,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             line = self.proto.read_pkt_line()
         if line is None:
             return None
-        line, caps = extract_capabilities(line)
+        try:
+            line, caps = extract_capabilities(line)
+        except ValueError:  # dulwich unpacks a split on NUL: a second NUL is not its case
+            raise GitProtocolError(f"Invalid ref update line from client: {line!r}") from None
         self.set_client_capabilities(caps)
         updates = []
         while line:

@@ -81,7 +81,8 @@ class PackLocator:
             with open(pack._data_path, "rb") as f:
                 data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             self.maps.append(data)
-            ends = [row[1] for row in rows[1:]] + [len(data) - PACK_TRAILER_SIZE]
+            # The last object ends at the trailer; a pack without objects has no ends.
+            ends = [row[1] for row in rows[1:]] + [len(data) - PACK_TRAILER_SIZE] * bool(rows)
             offsets = {}
             for (sha, offset, crc), end in zip(rows, ends, strict=True):
                 # An object in two packs: keep the first, as dulwich's lookups do.

@@ -386,7 +386,8 @@ def test_a_dockerfile_may_not_read_another_apps_image() -> None:
 
     own = "FROM dockyard/web:3\nCOPY --from=dockyard/web:2 /app /old\n"
     check_image_sources(own, "web", {})
-    check_image_sources("FROM dockyard-base/busybox:latest AS base\nCOPY --from=base / /\n", "web", {})
+    staged = "FROM dockyard-base/busybox:latest AS base\nCOPY --from=base / /\n"
+    check_image_sources(staged, "web", {})
     check_image_sources("FROM python:3.12-slim\nRUN --mount=type=cache,target=/c true\n", "web", {})
     for hostile in (
         "FROM dockyard/victim",

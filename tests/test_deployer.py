@@ -298,7 +298,9 @@ def test_failing_health_check_keeps_old_release_serving(
     ok(push(srv, repo, app))
     wait_for_body(srv, app, "healthy")
     good_rev = head(repo)
-    broken = 'FROM dockyard-base/busybox:latest\nCMD ["/bin/sh", "-c", "echo broken-marker; exit 4"]\n'
+    broken = (
+        'FROM dockyard-base/busybox:latest\nCMD ["/bin/sh", "-c", "echo broken-marker; exit 4"]\n'
+    )
     commit(repo, {"Dockerfile": broken}, "broken")
     result = push(srv, repo, app)
     assert result.returncode != 0
