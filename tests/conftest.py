@@ -177,14 +177,18 @@ def _provision(tmp: Path) -> tuple[Path, Path, Path, Path]:
 def remove_server_leftovers(server: DockyardServer) -> None:
     """Apps and the nginx master outlive `dockyard serve` by design (a restart of Dockyard
     must not stop them); a test's server takes them with it when the test is done."""
+    remove_leftovers_of(server.data_dir)
+
+
+def remove_leftovers_of(data_dir: Path) -> None:
     from proxy.nginx import NginxMaster
     from proxy.render import NginxPaths
 
-    NginxMaster(NginxPaths(prefix=server.data_dir / "nginx")).stop()
+    NginxMaster(NginxPaths(prefix=data_dir / "nginx")).stop()
     try:
         from deployer.containers import list_containers
 
-        for container in list_containers({"label": f"dockyard.home={server.data_dir}"}):
+        for container in list_containers({"label": f"dockyard.home={data_dir}"}):
             container.remove(force=True)
     except Exception as exc:  # no engine: nothing of ours can be running on it
         print(f"container clean-up skipped: {exc}")

@@ -26,6 +26,7 @@ from tests.conftest import (
     SSHResult,
     free_port,
     make_key,
+    remove_leftovers_of,
     start_server,
     stop_server,
     wait_for_port,
@@ -583,6 +584,7 @@ def test_listen_address_from_environment(tmp_path: Path) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+        remove_leftovers_of(data_dir)
 
 
 def wait_for_log(srv: DockyardServer, skip: int, event: str, timeout: float = 10) -> dict:

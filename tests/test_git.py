@@ -28,6 +28,7 @@ from tests.conftest import (
     DockyardServer,
     _provision,
     free_port,
+    remove_server_leftovers,
     require_tool,
     stop_server,
     wait_for_port,
@@ -70,6 +71,7 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockyardServer]:
         yield server
     finally:
         stop_server(server)
+        remove_server_leftovers(server)
 
 
 class Work:
