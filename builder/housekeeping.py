@@ -10,7 +10,6 @@ build, and by a background task at start and then periodically.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,6 @@ log = structlog.get_logger("dockyard.builder")
 PRUNE_INTERVAL = 3600.0
 INTERRUPTED_NOTE = "Build interrupted: the server stopped while it ran"
 
-_tasks: dict[int, asyncio.Task[None]] = {}
 
 
 def fail_interrupted_builds(services: Services) -> int:
@@ -76,6 +74,7 @@ def prune_all_build_logs(services: Services) -> None:
             log.info("build logs pruned", app=app.name, removed=len(removed))
 
 
+@lifecycle.in_background
 async def _housekeep(services: Services) -> None:
     while True:
         try:
@@ -91,13 +90,3 @@ async def start_housekeeping(services: Services) -> None:
         await run_blocking(fail_interrupted_builds, services)
     except Exception:
         log.exception("interrupted builds not marked")
-    _tasks[id(services)] = asyncio.create_task(_housekeep(services))
-
-
-@lifecycle.on_stop
-async def stop_housekeeping(services: Services) -> None:
-    task = _tasks.pop(id(services), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

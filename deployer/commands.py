@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import functools
@@ -469,15 +470,7 @@ def config_get(ctx: Context, argv: list[str]) -> int:
     "[--no-restart] [--encoded] [--global|APP] KEY=VALUE…",
 )
 def config_set(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("config:set")
-    parser.add_argument("--global", dest="global_", action="store_true")
-    parser.add_argument("--no-restart", action="store_true")
-    parser.add_argument("--encoded", action="store_true")
-    parser.add_argument("words", nargs="*")
-    args = parser.parse_args(argv)
-    words = list(args.words)
-    app_name = None if args.global_ else (words.pop(0) if words else None)
-    app = ctx.target(app_name, args.global_, "use --global")
+    args, app, words = _parse_config_change(ctx, "config:set", argv)
     if not words:
         raise UsageError("At least one env pair must be given")
     values = {}
@@ -504,6 +497,22 @@ def config_set(ctx: Context, argv: list[str]) -> None:
     ctx.event("config:set", app.name, " ".join(sorted(values)))
 
 
+def _parse_config_change(
+    ctx: Context, name: str, argv: list[str]
+) -> tuple[argparse.Namespace, App | None, list[str]]:
+    """`[--no-restart] [--encoded] (--global | APP) WORD…` → (flags, app or None, words)."""
+    parser = CommandParser(name)
+    parser.add_argument("--global", dest="global_", action="store_true")
+    parser.add_argument("--no-restart", action="store_true")
+    if name == "config:set":
+        parser.add_argument("--encoded", action="store_true")
+    parser.add_argument("words", nargs="*")
+    args = parser.parse_args(argv)
+    words = list(args.words)
+    app_name = None if args.global_ else (words.pop(0) if words else None)
+    return args, ctx.target(app_name, args.global_, "use --global"), words
+
+
 def _announce_set(ctx: Context, values: dict[str, str]) -> None:
     ctx.out.step("Setting config vars")
     width = max(len(k) for k in values) + 1
@@ -517,14 +526,7 @@ def _announce_set(ctx: Context, values: dict[str, str]) -> None:
     "[--no-restart] [--global|APP] KEY…",
 )
 def config_unset(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("config:unset")
-    parser.add_argument("--global", dest="global_", action="store_true")
-    parser.add_argument("--no-restart", action="store_true")
-    parser.add_argument("words", nargs="*")
-    args = parser.parse_args(argv)
-    words = list(args.words)
-    app_name = None if args.global_ else (words.pop(0) if words else None)
-    app = ctx.target(app_name, args.global_, "use --global")
+    args, app, words = _parse_config_change(ctx, "config:unset", argv)
     if not words:
         raise UsageError("At least one key must be given")
     if app is None:

@@ -8,6 +8,7 @@ truth the reconciler reads.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -231,15 +232,24 @@ def last_log_lines(container: Container, count: int = 20) -> list[str]:
 
 
 class Retirer:
-    """Stops old containers after the drain delay, on background threads. Whatever is still
-    waiting when the process exits is retired at once: the proxy no longer points at it."""
+    """Stops old containers after the drain delay, on background threads.
+
+    What is still waiting when the process exits: a one-shot CLI retires it at once (the
+    proxy no longer points at it); `dockyard serve` leaves it draining, and its next start
+    removes it with the other containers of releases that are no longer current."""
 
     def __init__(self) -> None:
         self._pending: dict[str, Container] = {}
         self._lock = threading.Lock()
-        import atexit
+        self._retire_at_exit = True
+        atexit.register(self._at_exit)
 
-        atexit.register(self.retire_all_now)
+    def leave_to_next_start(self) -> None:
+        self._retire_at_exit = False
+
+    def _at_exit(self) -> None:
+        if self._retire_at_exit:
+            self.retire_all_now()
 
     def schedule(self, containers: list[Container], delay: float) -> None:
         if not containers:

@@ -9,7 +9,6 @@ live containers. Server stop does nothing: a restart of Dockyard never stops an 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import TYPE_CHECKING
 
 import docker.errors
@@ -103,30 +102,19 @@ def _finish_interrupted_deploys(services: Services, app: App) -> None:
         services.config.unset(app, [GIT_REV])
 
 
-@lifecycle.on_start
+@lifecycle.in_background
 async def _reconcile_at_start(services: Services) -> None:
+    """Runs once every start hook is done: routes are re-published through the proxy, whose
+    own start hook adopts or starts nginx."""
+    # A server stop must be quick and must not cut requests still draining from retired
+    # containers; this reconcile, at the next start, removes them.
+    docker_ops.retirer.leave_to_next_start()
     try:
         await run_blocking(docker_ops.client().ping)
     except docker.errors.DockerException as exc:
         log.error("docker engine unreachable; containers not reconciled", error=str(exc))
         return
-    # Routes are published through the proxy, whose own start hook runs after ours; let
-    # every start hook finish before reconciling.
-    asyncio.get_running_loop().call_soon(_start_reconcile, services)
-
-
-@lifecycle.on_start
-async def _start_engine_watch(services: Services) -> None:
-    _engine_watches[id(services)] = asyncio.create_task(_watch_engine(services))
-
-
-@lifecycle.on_stop
-async def _stop_engine_watch(services: Services) -> None:
-    task = _engine_watches.pop(id(services), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await run_blocking(reconcile_all, services)
 
 
 def _engine_answers() -> bool:
@@ -137,6 +125,7 @@ def _engine_answers() -> bool:
         return False
 
 
+@lifecycle.in_background
 async def _watch_engine(services: Services) -> None:
     """When the Docker engine comes back (restarted, or down at our start), reconcile every
     app: containers the engine did not restart are started, and the ones it did restart got
@@ -167,23 +156,6 @@ def _reconcile_pending(services: Services, names: set[str]) -> list[str]:
     except Exception:
         log.exception("reconcile crashed")
         return []
-
-
-_background: set[asyncio.Future[None]] = set()
-_engine_watches: dict[int, asyncio.Task[None]] = {}
-
-
-def _start_reconcile(services: Services) -> None:
-    task = asyncio.ensure_future(run_blocking(_reconcile_logged, services))
-    _background.add(task)  # the loop keeps only weak references to tasks
-    task.add_done_callback(_background.discard)
-
-
-def _reconcile_logged(services: Services) -> None:
-    try:
-        reconcile_all(services)
-    except Exception:
-        log.exception("reconcile crashed")
 
 
 @app_hooks.on_destroy

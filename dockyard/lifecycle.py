@@ -1,38 +1,66 @@
 """What `dockyard serve` does at start and stop, contributed by the stages.
 
 The proxy starts or adopts nginx, the deployer reconciles containers; the core only calls
-them in registration order at start and in reverse order at stop.
+them in registration order at start and in reverse order at stop. Work that lasts as long
+as the server (watchdogs, housekeeping) is registered with `in_background`: started after
+every start hook, cancelled before the stop hooks.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
+
+import structlog
 
 if TYPE_CHECKING:
     from dockyard.registry import Services
 
-StartHook = Callable[["Services"], Awaitable[None]]
-StopHook = Callable[["Services"], Awaitable[None]]
-_start: list[StartHook] = []
-_stop: list[StopHook] = []
+Hook = Callable[["Services"], Awaitable[None]]
+_start: list[Hook] = []
+_stop: list[Hook] = []
+_background: list[Hook] = []
+_running: list[asyncio.Task[None]] = []
+
+log = structlog.get_logger("dockyard.lifecycle")
 
 
-def on_start(hook: StartHook) -> StartHook:
+def on_start(hook: Hook) -> Hook:
     _start.append(hook)
     return hook
 
 
-def on_stop(hook: StopHook) -> StopHook:
+def on_stop(hook: Hook) -> Hook:
     _stop.append(hook)
     return hook
+
+
+def in_background(task: Hook) -> Hook:
+    _background.append(task)
+    return task
+
+
+async def _supervised(task: Hook, services: Services) -> None:
+    try:
+        await task(services)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("background task died", task=task.__qualname__)
 
 
 async def run_start_hooks(services: Services) -> None:
     for hook in _start:
         await hook(services)
+    for task in _background:
+        _running.append(asyncio.create_task(_supervised(task, services)))
 
 
 async def run_stop_hooks(services: Services) -> None:
+    for task in _running:
+        task.cancel()
+    await asyncio.gather(*_running, return_exceptions=True)
+    _running.clear()
     for hook in reversed(_stop):
         await hook(services)

@@ -10,7 +10,6 @@ Everything runs under the app's lock; an app busy with a push is retried on the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -35,7 +34,6 @@ DEFAULT_GC_INTERVAL = 24 * 3600
 TICK = 1.0
 LOCK_WAIT = 0.5
 
-_tasks: dict[int, asyncio.Task[None]] = {}
 
 
 def gc_interval(services: Services) -> float:
@@ -104,7 +102,9 @@ class RepoHousekeeper:
         )  # fmt: skip
 
 
-async def _run(keeper: RepoHousekeeper) -> None:
+@lifecycle.in_background
+async def _housekeep(services: Services) -> None:
+    keeper = RepoHousekeeper(services)
     await run_blocking(keeper.at_start)
     while True:
         await asyncio.sleep(TICK)
@@ -114,15 +114,3 @@ async def _run(keeper: RepoHousekeeper) -> None:
             log.exception("repo housekeeping crashed")
 
 
-@lifecycle.on_start
-async def start_housekeeping(services: Services) -> None:
-    _tasks[id(services)] = asyncio.create_task(_run(RepoHousekeeper(services)))
-
-
-@lifecycle.on_stop
-async def stop_housekeeping(services: Services) -> None:
-    task = _tasks.pop(id(services), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

@@ -9,7 +9,6 @@ Dockyard running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
@@ -24,9 +23,6 @@ log = structlog.get_logger("proxy")
 
 WATCHDOG_INTERVAL = 2.0
 
-_watchdogs: dict[int, asyncio.Task[None]] = {}
-
-
 @lifecycle.on_start
 async def start_proxy(services: Services) -> None:
     try:
@@ -34,18 +30,9 @@ async def start_proxy(services: Services) -> None:
     except DockyardError as exc:
         # SSH must stay reachable to fix what is wrong (a busy port, a bad cert).
         log.error("nginx not started", error=exc.message)
-    _watchdogs[id(services)] = asyncio.create_task(_watch(services))
 
 
-@lifecycle.on_stop
-async def stop_proxy(services: Services) -> None:
-    task = _watchdogs.pop(id(services), None)
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
+@lifecycle.in_background
 async def _watch(services: Services) -> None:
     router = Router(services)
     last_error = ""

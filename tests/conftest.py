@@ -127,6 +127,7 @@ def wait_for_port(
 def start_server(
     data_dir: Path, keys_dir: Path, admin_key: Path, user_key: Path,
     port: int | None = None, http_port: int | None = None, extra_env: dict[str, str] | None = None,
+    module: str = "dockyard.cli",
 ) -> DockyardServer:  # fmt: skip
     port = port or free_port()
     http_port = http_port or free_port()
@@ -135,17 +136,24 @@ def start_server(
     log_file = open(log_path, "ab")
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "dockyard.cli", "serve", "--data-dir", str(data_dir),
+            sys.executable, "-m", module, "serve", "--data-dir", str(data_dir),
             "--ssh-listen", f"127.0.0.1:{port}", "--http-listen", f"127.0.0.1:{http_port}",
             "--https-listen", f"127.0.0.1:{free_port()}", "--log-format", "json",
         ],
         stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        cwd=REPO_ROOT,
     )  # fmt: skip
     log_file.close()
     wait_for_port(port, process, log_path)
     return DockyardServer(
         data_dir, port, http_port, keys_dir, process, admin_key, user_key, log_path, env
     )
+
+
+def start_harness_server(tmp: Path) -> DockyardServer:
+    """A server whose deploy pipeline is the scripted one in tests/gitrecv_pipeline.py, for
+    tests of the git transport that must not build images."""
+    return start_server(*_provision(tmp), module="tests.gitrecv_pipeline")
 
 
 def stop_server(server: DockyardServer) -> None:

@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,14 +23,11 @@ from dockyard.pipeline import current_source
 from dockyard.registry import Services
 from dockyard.settings import Settings
 from tests.conftest import (
-    REPO_ROOT,
     DockyardServer,
-    _provision,
-    free_port,
     remove_server_leftovers,
     require_tool,
+    start_harness_server,
     stop_server,
-    wait_for_port,
 )
 
 GIT_IDENTITY = {
@@ -41,26 +37,6 @@ GIT_IDENTITY = {
     "GIT_COMMITTER_EMAIL": "test@example.com",
 }
 TEMP_PACK_GLOBS = ("objects/tmp_pack_*", "objects/pack/tmp*", "**/*.lock")
-
-
-def start_harness_server(tmp: Path) -> DockyardServer:
-    data_dir, keys_dir, admin_key, user_key = _provision(tmp)
-    port, http_port = free_port(), free_port()
-    log_path = tmp / f"serve-{port}.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "tests.gitrecv_pipeline", "serve",
-                "--data-dir", str(data_dir), "--ssh-listen", f"127.0.0.1:{port}",
-                "--http-listen", f"127.0.0.1:{http_port}",
-                "--https-listen", f"127.0.0.1:{free_port()}", "--log-format", "json",
-            ],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-        )  # fmt: skip
-    wait_for_port(port, process, log_path)
-    return DockyardServer(
-        data_dir, port, http_port, keys_dir, process, admin_key, user_key, log_path, {}
-    )
 
 
 @pytest.fixture(scope="module")

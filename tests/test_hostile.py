@@ -17,7 +17,6 @@ import socket
 import sqlite3
 import struct
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -26,16 +25,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import (
-    REPO_ROOT,
     DockyardServer,
     SSHResult,
-    _provision,
-    free_port,
     make_key,
     remove_server_leftovers,
     require_tool,
+    start_harness_server,
     stop_server,
-    wait_for_port,
 )
 
 ERROR = " !     "
@@ -64,26 +60,6 @@ HOSTILE_DOMAINS = [
 
 
 # --- the server and its checks ----------------------------------------------------------
-
-
-def start_harness_server(tmp: Path) -> DockyardServer:
-    data_dir, keys_dir, admin_key, user_key = _provision(tmp)
-    port, http_port = free_port(), free_port()
-    log_path = tmp / f"serve-{port}.log"
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "tests.gitrecv_pipeline", "serve",
-                "--data-dir", str(data_dir), "--ssh-listen", f"127.0.0.1:{port}",
-                "--http-listen", f"127.0.0.1:{http_port}",
-                "--https-listen", f"127.0.0.1:{free_port()}", "--log-format", "json",
-            ],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO_ROOT,
-        )  # fmt: skip
-    wait_for_port(port, process, log_path)
-    return DockyardServer(
-        data_dir, port, http_port, keys_dir, process, admin_key, user_key, log_path, {}
-    )
 
 
 def git(cwd: Path, *args: str, env: dict[str, str] | None = None, check: bool = True,
