@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import _provision, start_server, stop_server  # noqa: E402
+from tests.conftest import _provision, remove_leftovers_of, start_server, stop_server  # noqa: E402
 
 APP = "bench"
 TARGET_SECONDS = 3.0
@@ -138,11 +138,7 @@ def main() -> int:
     finally:
         stop_server(server)
         subprocess.run(["docker", "rm", "-f", BASELINE_CONTAINER], capture_output=True)
-        import docker
-
-        client = docker.from_env()
-        for c in client.containers.list(all=True, filters={"label": f"dockyard.home={data_dir}"}):
-            c.remove(force=True)
+        remove_leftovers_of(data_dir)
         subprocess.run(["docker", "rmi", "-f", BASELINE_IMAGE], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

@@ -30,6 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.make_repo import add_commits, ensure_repo, pack_size  # noqa: E402
+from tests.conftest import remove_leftovers_of  # noqa: E402
 
 SSHD = "/usr/sbin/sshd"
 TARGETS = {"initial push": 1.5, "incremental push": 1.1, "clone": 2.0}
@@ -117,7 +118,7 @@ class Dockyard:
     def __init__(self, root: Path, client_key: Path, profile_dir: Path | None) -> None:
         self.port = free_port()
         self.key = client_key
-        data_dir = root / "data"
+        data_dir = self.data_dir = root / "data"
         python = sys.executable
         subprocess.run(
             [python, "-m", "dockyard.cli", "--data-dir", str(data_dir), "ssh-keys:add",
@@ -158,6 +159,7 @@ class Dockyard:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        remove_leftovers_of(self.data_dir)  # its nginx outlives it by design
 
 
 def timed(fn: Callable[[], None]) -> float:

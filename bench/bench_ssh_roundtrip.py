@@ -29,6 +29,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from proxy.nginx import NginxMaster
+from proxy.render import NginxPaths
+
 SSHD = "/usr/sbin/sshd"
 PRIVSEP_DIR = Path("/run/sshd")  # OpenSSH's privilege-separation chroot; must exist
 START_TIMEOUT = 30.0  # seconds for either server to listen
@@ -217,6 +220,8 @@ def main() -> int:
                     raise RuntimeError(f"gave up after {TOTAL_BUDGET:.0f} s")
                 dy_ms.append(time_one(dockyard))
                 os_ms.append(time_one(openssh))
+        # Dockyard's nginx outlives `dockyard serve` by design; the bench takes it along.
+        NginxMaster(NginxPaths(prefix=tmp / "dockyard" / "nginx")).stop()
     dy, base = statistics.median(dy_ms), statistics.median(os_ms)
     ratio = dy / base
     print(f"round trips: {args.n} each, interleaved, after {args.warmup} warm-up each")
