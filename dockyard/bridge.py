@@ -118,6 +118,7 @@ class BlockingWriter:
         self._buf = bytearray()
         self._cond = threading.Condition()
         self._draining = False
+        self._drain_task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
     def write(self, data: bytes) -> int:
@@ -135,7 +136,8 @@ class BlockingWriter:
         return len(data)
 
     def _start_drain(self) -> None:
-        self._loop.create_task(self._drain())
+        # Held here: the loop keeps only a weak reference to a running task.
+        self._drain_task = self._loop.create_task(self._drain())
 
     async def _drain(self) -> None:
         while True:

@@ -171,6 +171,37 @@ def test_push_url_forms(srv: DockyardServer, tmp_path: Path) -> None:
     assert "Invalid app name" in bad.stderr
 
 
+def test_scp_form_remote_with_the_port_in_ssh_config(srv: DockyardServer, tmp_path: Path) -> None:
+    """`git remote add dockyard dockyard-host:APP`, the port and key coming from ssh_config."""
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host dockyard-host\n"
+        "  HostName 127.0.0.1\n"
+        f"  Port {srv.port}\n"
+        "  User dockyard\n"
+        f"  IdentityFile {srv.admin_key}\n"
+        "  IdentitiesOnly yes\n"
+        "  StrictHostKeyChecking no\n"
+        "  UserKnownHostsFile /dev/null\n"
+        "  LogLevel ERROR\n"
+        "  BatchMode yes\n"
+    )
+    work = new_work(tmp_path, srv)
+    work.env["GIT_SSH_COMMAND"] = f"ssh -F {config}"
+    work.commit("one", {"a": "1"})
+    work.git("remote", "add", "dockyard", "dockyard-host:scpform")
+    pushed = work.git("push", "dockyard", "main", check=False)
+    assert pushed.returncode == 0, pushed.stderr
+    assert server_ref(srv, "scpform", "main") == work.rev("main")
+    clone = tmp_path / "clone"
+    cloned = subprocess.run(
+        ["git", "clone", "-q", "dockyard-host:scpform.git", str(clone)],
+        env=work.env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert cloned.returncode == 0, cloned.stderr
+    assert (clone / "a").read_text() == "1"
+
+
 def test_force_push(srv: DockyardServer, tmp_path: Path) -> None:
     work = new_work(tmp_path, srv)
     work.commit("one", {"a": "1"})
