@@ -14,11 +14,14 @@ command running there talks to its SSH channel through `BlockingReader` and
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
+
+from dockyard.errors import DockyardError
 
 T = TypeVar("T")
 
@@ -46,6 +49,10 @@ class ChannelClosed(BrokenPipeError):
     """The client went away while a command was still writing."""
 
 
+class InputTimeout(DockyardError):
+    """The client sent nothing for longer than the command allows."""
+
+
 READ_CHUNK = 256 * 1024
 
 
@@ -55,12 +62,22 @@ class BlockingReader:
         self._source = source
         self._buf = bytearray()
         self._eof = False
+        # Seconds a read may wait for the client; None waits for ever (an interactive `run`).
+        # A command that holds a lock while it reads (a push) sets a bound.
+        self.idle_timeout: float | None = None
 
     def _fill(self) -> bool:
         if self._eof:
             return False
         fut = asyncio.run_coroutine_threadsafe(self._read_chunk(), self._loop)
-        data = fut.result()
+        try:
+            data = fut.result(self.idle_timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            self._eof = True
+            raise InputTimeout(
+                f"No data from the client for {self.idle_timeout:.0f} s; giving up"
+            ) from None
         if not data:
             self._eof = True
             return False

@@ -20,6 +20,7 @@ from dulwich.repo import Repo
 from dockyard import apps as app_hooks
 from dockyard import pipeline
 from dockyard.apps import App
+from dockyard.bridge import BlockingReader
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.locks import app_lock
 from dockyard.output import Output, report_key
@@ -37,6 +38,7 @@ DEPLOYED_REV = "git.deployed-rev"
 DEPLOYED_AT = "git.deployed-at"
 AUTOCREATION_DISABLED = "apps.disable-autocreation"
 DEFAULT_MAX_PUSH_SIZE = 1024**3
+RECEIVE_IDLE_TIMEOUT = 300.0  # seconds a push may send nothing while it holds the app lock
 
 # `git:set` keys: which levels each may be set at.
 GIT_PROPERTIES = {
@@ -151,6 +153,10 @@ def receive_pack(ctx: Context, argv: list[str]) -> int | None:
         repo = repo_store(services).open_or_create(app)
         try:
             remove_leftovers(repo)
+            if isinstance(ctx.stdin, BlockingReader):
+                # The app's lock is held while we read: a client that stalls must not keep
+                # every other push to this app waiting for ever.
+                ctx.stdin.idle_timeout = RECEIVE_IDLE_TIMEOUT
             proto = Protocol(ctx.stdin.read, ctx.stdout.write)
             recv = getattr(ctx.stdin, "recv", None) or ctx.stdin.read1
             handler = DeployingReceivePackHandler(

@@ -17,12 +17,15 @@ from __future__ import annotations
 import sys
 import time
 
+import gitrecv.commands
 from dockyard import cli, pipeline
 from dockyard.apps import App
 from dockyard.pipeline import DeployFailed, Source
 from dockyard.registry import Context
 
 SCRIPT_FILE = ".pipeline"
+# Short enough for a test to watch a stalled push be cut off.
+gitrecv.commands.RECEIVE_IDLE_TIMEOUT = HARNESS_IDLE_TIMEOUT = 4.0
 
 
 def scripted_pipeline(ctx: Context, app: App, source: Source) -> None:

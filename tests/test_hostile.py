@@ -432,6 +432,30 @@ def test_stalled_hostile_push_does_not_block_others(srv: DockyardServer, tmp_pat
     assert srv.ssh("apps:destroy", "bystander", "--force").returncode == 0
 
 
+def test_stalled_push_is_cut_off_and_frees_the_app(srv: DockyardServer, tmp_path: Path) -> None:
+    """The app lock is held while a push reads: silence beyond the idle timeout ends it."""
+    from tests.gitrecv_pipeline import HARNESS_IDLE_TIMEOUT
+
+    stalled = subprocess.Popen(
+        [*srv.ssh_args(srv.admin_key), f"git-receive-pack '{VICTIM}'"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        stalled.stdin.write(b"00a0" + b"0" * 20)  # type: ignore[union-attr]
+        stalled.stdin.flush()  # type: ignore[union-attr]
+        started = time.monotonic()
+        assert stalled.wait(timeout=HARNESS_IDLE_TIMEOUT + 20) != 0
+        assert time.monotonic() - started >= HARNESS_IDLE_TIMEOUT - 1
+        assert b"No data from the client" in stalled.stderr.read()  # type: ignore[union-attr]
+    finally:
+        stalled.kill()
+        stalled.wait()
+    from dockyard.locks import app_lock
+
+    with app_lock(srv.data_dir / "locks", VICTIM, timeout=2):
+        pass  # the stalled push let go of the app
+
+
 # --- a non-admin against someone else's app --------------------------------------------
 
 # Plausible arguments per command, APP standing for the victim; the default is just APP.
