@@ -469,3 +469,15 @@ def test_removed_key_leaves_no_ownership_to_inherit(tmp_path: Path) -> None:
     apps.forget_key("bob")
     assert apps.get("web").owner == "removed:alice"
     assert apps.grants(app) == []
+
+
+def test_events_are_pruned_to_the_newest(tmp_path: Path) -> None:
+    from dockyard.commands.events import prune_events
+    from dockyard.state import StateStore
+
+    state = StateStore(tmp_path / "state.db")
+    for i in range(12):
+        state.record_event("admin", "test", detail=str(i))
+    assert prune_events(state, keep=5) == 7
+    details = [r["detail"] for r in state.query("SELECT detail FROM events ORDER BY id")]
+    assert details == [str(i) for i in range(7, 12)]

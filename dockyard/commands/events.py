@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
+from dockyard import lifecycle
 from dockyard.access import Access
-from dockyard.registry import CommandParser, Context, command
+from dockyard.bridge import run_blocking
+from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.state import StateStore
+
+KEEP_EVENTS = 100_000  # the newest; a brute force alone adds a few a second
+PRUNE_INTERVAL = 3600.0
+
+
+def prune_events(state: StateStore, keep: int = KEEP_EVENTS) -> int:
+    with state.transaction() as conn:
+        cur = conn.execute(
+            "DELETE FROM events WHERE id <= (SELECT MAX(id) FROM events) - ?", (keep,)
+        )
+    return cur.rowcount
+
+
+@lifecycle.in_background
+async def _prune_events(services: Services) -> None:
+    while True:
+        await run_blocking(prune_events, services.state)
+        await asyncio.sleep(PRUNE_INTERVAL)
 
 
 @command("events", "List recent events (pushes, deploys, changes)", "[-n N] [APP] [--format json]",
