@@ -21,7 +21,7 @@ from builder import engine
 from builder.context import make_context
 from builder.detect import DOCKERFILE, Kind, detect
 from builder.errors import BuildFailed
-from builder.isolation import check_image_sources
+from builder.isolation import check_image_sources, image_references
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.store import BuilderSettings, BuildStore, Status, build_log_path
 from dockyard.apps import App
@@ -108,7 +108,8 @@ def build_image(
             bases = settings.base_images(app)
             own_dockerfile = source.read_file(DOCKERFILE)
             if own_dockerfile is not None:
-                check_image_sources(own_dockerfile.decode("utf-8", "replace"), app.name, build_args)
+                refs = image_references(own_dockerfile.decode("utf-8", "replace"), build_args)
+                check_image_sources(refs, app.name, engine.resolve_image, engine.app_images)
             ctx = make_context(
                 source,
                 lambda ca_path: detect(source.read_file, bases, procfile, ca_path),
@@ -118,7 +119,9 @@ def build_image(
             try:
                 _require_local_base(ctx.plan.base_image, kind)
                 if ctx.plan.base_image:
-                    check_image_sources(f"FROM {ctx.plan.base_image}", app.name, {})
+                    check_image_sources(
+                        [ctx.plan.base_image], app.name, engine.resolve_image, engine.app_images
+                    )
                 what = "Dockerfile" if kind == Kind.DOCKERFILE else f"detected {kind} app"
                 out.step(f"Building {app.name} from {what}")
                 output.note(f"Building {app.name} from {what} at {source.revision}")

@@ -2,83 +2,177 @@
 
 Every app's images live on the one local engine as `dockyard/APP:N`, so a Dockerfile line
 `FROM dockyard/other` or `COPY --from=dockyard/other:3 /app /x` would copy another tenant's
-code (and build-time secrets) into this app. Before a build, every image a Dockerfile names
-(`FROM`, `COPY --from=`, `RUN --mount=…,from=`) is resolved — `ARG` defaults and the app's
-build args substituted — and refused if it is an app image of someone else.
+code (and build-time secrets) into this app. Two checks, both before the build starts:
+
+1. `image_references` reads every image a Dockerfile names (`FROM`, `COPY --from=`,
+   `RUN --mount=…,from=`, also under `ONBUILD`) the way the builder will: continuation
+   lines joined with comment and blank lines inside them dropped, `ARG` defaults and the
+   app's build args substituted with `${VAR:-default}` / `${VAR:+alt}` semantics. What it
+   cannot read faithfully (an `escape` parser directive) is refused, not guessed at.
+2. `check_image_sources` asks the engine what each reference resolves to and refuses it
+   when that is an image tagged for another app, or when it resolves only by image id (a
+   name that is a prefix of some image's id), whatever registry prefix spelled it.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import shlex
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 
 from builder.errors import BuildFailed
 
 # App images only; the platform's own base images are `dockyard-base/…`, shared by design.
 APP_IMAGE_NAMESPACE = "dockyard/"
+DEFAULT_REGISTRY_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 
-_ARG_RE = re.compile(r"^ARG\s+([A-Za-z_][A-Za-z0-9_]*)(?:=(\S*))?", re.IGNORECASE)
-_FROM_RE = re.compile(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE)
+_DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(.*)$")
+_INSTRUCTION_RE = re.compile(r"^(\w+)\s*(.*)$", re.DOTALL)
+_FROM_RE = re.compile(r"^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", re.IGNORECASE)
 _FROM_FLAG_RE = re.compile(r"--from=(\S+)", re.IGNORECASE)
 _MOUNT_FROM_RE = re.compile(r"--mount=\S*?\bfrom=([^,\s]+)", re.IGNORECASE)
-_VAR_RE = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::?[-+][^}]*)?\}|([A-Za-z_][A-Za-z0-9_]*))")
+_VAR_RE = re.compile(
+    r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))"
+)
 
 
-def _logical_lines(dockerfile: str) -> list[str]:
-    """Instructions with `\\` continuations joined and comments dropped."""
-    lines, pending = [], ""
-    for raw in dockerfile.splitlines():
+def _instructions(dockerfile: str) -> list[str]:
+    """Logical instructions as the builder sees them."""
+    lines = dockerfile.splitlines()
+    for raw in lines:  # parser directives: only at the very top
+        m = _DIRECTIVE_RE.match(raw.strip())
+        if not m:
+            break
+        if m.group(1).lower() == "escape" and m.group(2).strip() != "\\":
+            raise BuildFailed("Dockerfiles with an `escape` parser directive are not supported")
+    out, pending = [], None
+    for raw in lines:
         stripped = raw.strip()
-        if not pending and (not stripped or stripped.startswith("#")):
+        if pending is not None and (not stripped or stripped.startswith("#")):
+            continue  # the builder drops these inside a continuation
+        if pending is None and (not stripped or stripped.startswith("#")):
             continue
-        if stripped.endswith("\\"):
-            pending += stripped[:-1] + " "
+        text = (pending or "") + stripped
+        if text.endswith("\\"):
+            pending = text[:-1] + " "
             continue
-        lines.append(pending + stripped)
-        pending = ""
-    if pending:
-        lines.append(pending)
-    return lines
+        out.append(text)
+        pending = None
+    if pending is not None:
+        out.append(pending)
+    return out
+
+
+def _substitute(text: str, args: Mapping[str, str]) -> str:
+    def value(m: re.Match[str]) -> str:
+        name = m.group(1) or m.group(4)
+        current = args.get(name, "")
+        if m.group(2) == "-":
+            return current or m.group(3)
+        if m.group(2) == "+":
+            return m.group(3) if current else ""
+        return current
+
+    return _VAR_RE.sub(value, text)
+
+
+def image_references(dockerfile: str, build_args: Mapping[str, str]) -> list[str]:
+    """Every image the Dockerfile names, variables resolved; build stages left out."""
+    args: dict[str, str] = {}
+    stages: list[str] = []
+    refs: list[str] = []
+    for line in _instructions(dockerfile):
+        m = _INSTRUCTION_RE.match(line)
+        if not m:
+            continue
+        keyword, rest = m.group(1).upper(), m.group(2)
+        if keyword == "ONBUILD":  # its trigger runs in a child build: check it as written
+            m = _INSTRUCTION_RE.match(rest)
+            if not m:
+                continue
+            keyword, rest = m.group(1).upper(), m.group(2)
+        if keyword == "ARG":
+            try:
+                words = shlex.split(rest)
+            except ValueError:
+                raise BuildFailed(f"Cannot read the Dockerfile line {line!r}") from None
+            for word in words:
+                name, sep, default = word.partition("=")
+                # A build arg given to the build wins over the Dockerfile's default.
+                args[name] = build_args.get(name, _substitute(default, args) if sep else "")
+            continue
+        if keyword == "FROM":
+            fm = _FROM_RE.match(_substitute(rest, args))
+            if fm:
+                _note(fm.group(1), args, stages, refs)
+                stages.append((fm.group(2) or "").lower())
+            continue
+        for raw in _FROM_FLAG_RE.findall(rest) + _MOUNT_FROM_RE.findall(rest):
+            _note(raw, args, stages, refs)
+    return refs
+
+
+def _note(raw: str, args: Mapping[str, str], stages: list[str], refs: list[str]) -> None:
+    """Add `raw` to `refs` unless it names an earlier build stage (by name or index)."""
+    ref = _substitute(raw, args).strip("\"'")
+    if not ref:
+        return  # `FROM $UNSET`: the builder refuses it itself
+    if ref.lower() in [s for s in stages if s] or (ref.isdigit() and int(ref) < len(stages)):
+        return
+    refs.append(ref)
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    id: str
+    names: list[str]  # repository names it is tagged with, e.g. "dockyard/web"
 
 
 def _repository(ref: str) -> str:
-    """`dockyard/web:3` → `dockyard/web`; `dockyard/web@sha256:…` → `dockyard/web`."""
-    ref = ref.split("@", 1)[0]
+    """`docker.io/dockyard/web:3` → `dockyard/web`; `busybox@sha256:…` → `library/busybox`."""
+    ref = ref.split("@", 1)[0].lower()
+    for prefix in DEFAULT_REGISTRY_PREFIXES:
+        if ref.startswith(prefix):
+            ref = ref[len(prefix) :]
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         ref = ref[: len(ref) - len(last)] + last.split(":", 1)[0]
-    return ref.lower()
+    return ref if "/" in ref else f"library/{ref}"
 
 
-def check_image_sources(dockerfile: str, app: str, build_args: Mapping[str, str]) -> None:
-    """Raise BuildFailed if the Dockerfile names another app's image."""
-    args = dict(build_args)
-    stages: set[str] = set()
+def check_image_sources(
+    refs: Iterable[str],
+    app: str,
+    resolve: Callable[[str], ResolvedImage | None],
+    app_images: Callable[[], Mapping[str, str]],
+) -> None:
+    """Raise BuildFailed if a reference reaches another app's image.
 
-    def resolve(ref: str) -> str:
-        def value(m: re.Match[str]) -> str:
-            return args.get(m.group(1) or m.group(2), "")
-
-        return _VAR_RE.sub(value, ref)
-
-    for line in _logical_lines(dockerfile):
-        if m := _ARG_RE.match(line):
-            args.setdefault(m.group(1), m.group(2) or "")
+    `resolve(ref)` is what the engine makes of a name (None: no such image, the build will
+    fail on its own); `app_images()` maps the id of every `dockyard/*` image to its app."""
+    own = f"{APP_IMAGE_NAMESPACE}{app}"
+    others: Mapping[str, str] | None = None
+    for ref in refs:
+        repo = _repository(ref)
+        if repo.startswith(APP_IMAGE_NAMESPACE) and repo != own:
+            raise BuildFailed(_refusal(ref, app))
+        image = resolve(ref)
+        if image is None:
             continue
-        refs: list[str] = []
-        if m := _FROM_RE.match(line):
-            refs.append(m.group(1))
-            if m.group(2):
-                stages.add(m.group(2).lower())
-        refs += _FROM_FLAG_RE.findall(line) + _MOUNT_FROM_RE.findall(line)
-        for raw in refs:
-            ref = resolve(raw.strip("\"'"))
-            if ref.lower() in stages or ref.isdigit():
-                continue  # an earlier build stage, by name or index
-            repo = _repository(ref)
-            if repo.startswith(APP_IMAGE_NAMESPACE) and repo != f"{APP_IMAGE_NAMESPACE}{app}":
-                raise BuildFailed(
-                    f"The Dockerfile uses {ref!r}, another app's image; an app may build "
-                    f"only from its own images ({APP_IMAGE_NAMESPACE}{app}) and public or "
-                    "platform base images"
-                )
+        if repo not in {_repository(name) for name in image.names}:
+            raise BuildFailed(
+                f"The Dockerfile names {ref!r}, which is not an image name but a prefix of an "
+                "image id; name base images by repository and tag"
+            )
+        if others is None:
+            others = {i: a for i, a in app_images().items() if a != app}
+        if image.id in others:
+            raise BuildFailed(_refusal(ref, app))
+
+
+def _refusal(ref: str, app: str) -> str:
+    return (
+        f"The Dockerfile uses {ref!r}, another app's image; an app may build only from its own "
+        f"images ({APP_IMAGE_NAMESPACE}{app}) and public or platform base images"
+    )

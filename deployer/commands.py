@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import docker.errors
+import structlog
 
 from deployer import containers as docker_ops
 from deployer.applogs import Follower, dyno_of, recent
@@ -33,7 +34,6 @@ from deployer.settings import (
 from dockyard.access import Access, can_see
 from dockyard.apps import App
 from dockyard.errors import DockyardError, NotFound, UsageError
-from dockyard.locks import app_lock
 from dockyard.names import PROCESS_TYPE_RE
 from dockyard.output import report_key
 from dockyard.pipeline import current_source
@@ -43,6 +43,8 @@ from dockyard.registry import command as register_command
 EXPORT_FORMATS = ("exports", "envfile", "docker-args", "shell", "json", "json-list")
 MEMORY_RE = re.compile(r"^[0-9]+[bkmg]?$")
 DEFAULT_LOG_LINES = 100
+
+log = structlog.get_logger("dockyard.deployer")
 
 
 def command(
@@ -71,7 +73,7 @@ def _iso(ts: float) -> str:
 
 @contextmanager
 def _locked(ctx: Context, app: App) -> Iterator[None]:
-    with app_lock(ctx.services.settings.locks_dir, app.name):
+    with ctx.services.hold(app):
         yield
 
 
@@ -316,6 +318,8 @@ def ps_rebuild(ctx: Context, argv: list[str]) -> int:
     apps = ctx.services.apps
     failed = []
     for app in apps.all():
+        if ctx.cancelled.is_set():
+            break  # the server is stopping: leave the rest for a later run
         if not can_see(ctx.identity, app.owner, apps.grants(app)):
             continue
         try:
@@ -323,6 +327,10 @@ def ps_rebuild(ctx: Context, argv: list[str]) -> int:
                 ctx.out.step(f"Skipping {app.name}: nothing pushed yet")
         except DockyardError as exc:
             ctx.out.error(f"{app.name}: {exc.message}")
+            failed.append(app.name)
+        except Exception:  # one broken app must not stop the others from coming back
+            log.exception("rebuild failed", app=app.name)
+            ctx.out.error(f"{app.name}: internal error; the server log has details")
             failed.append(app.name)
     if failed:
         ctx.out.error(f"Rebuild failed for: {', '.join(failed)}")

@@ -114,7 +114,10 @@ async def _reconcile_at_start(services: Services) -> None:
     except docker.errors.DockerException as exc:
         log.error("docker engine unreachable; containers not reconciled", error=str(exc))
         return
-    await run_blocking(reconcile_all, services)
+    busy = await run_blocking(reconcile_all, services)
+    while busy:  # apps whose lock was held (a push in the first second): try again
+        await asyncio.sleep(ENGINE_WATCH_INTERVAL)
+        busy = await run_blocking(_reconcile_pending, services, set(busy))
 
 
 def _engine_answers() -> bool:

@@ -46,12 +46,10 @@ def check_access(
         raise AccessDenied(f"Only an admin key may {action} (you are {who.name})")
     if who.name == app_owner:
         return
-    if need is Access.OWNER:
-        raise AccessDenied(
-            f"Only the owner of {app_name} ({app_owner}) or an admin may change who manages it"
-        )
     if who.name in grants:
-        return
+        if need is Access.APP:
+            return
+        raise AccessDenied(f"Only the owner of {app_name} ({app_owner}) or an admin may {action}")
     raise AccessDenied(
         f"Key {who.name} may not manage app {app_name}: "
         "it is neither the owner nor granted access (an admin or the owner can run acl:add)"

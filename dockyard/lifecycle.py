@@ -41,13 +41,25 @@ def in_background(task: Hook) -> Hook:
     return task
 
 
+RESTART_DELAYS = (1.0, 5.0, 30.0, 60.0)
+
+
 async def _supervised(task: Hook, services: Services) -> None:
-    try:
-        await task(services)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task died", task=task.__qualname__)
+    """Run `task`; if it dies, log it and start it again after a growing pause, so one
+    transient error (a busy database, an engine hiccup) does not end a watchdog for good.
+    A task that returns normally is done."""
+    deaths = 0
+    while True:
+        try:
+            await task(services)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            delay = RESTART_DELAYS[min(deaths, len(RESTART_DELAYS) - 1)]
+            log.exception("background task died; restarting", task=task.__qualname__, delay=delay)
+            deaths += 1
+            await asyncio.sleep(delay)
 
 
 async def run_start_hooks(services: Services) -> None:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import BinaryIO, NoReturn
 
@@ -19,8 +20,9 @@ from dockyard.access import Access, Identity, check_access
 from dockyard.apps import App, AppStore
 from dockyard.bridge import ChannelClosed
 from dockyard.config_vars import ConfigStore
-from dockyard.errors import DockyardError, UsageError
+from dockyard.errors import DockyardError, NotFound, UsageError
 from dockyard.keys import KeyStore
+from dockyard.locks import app_lock
 from dockyard.names import check_app_name
 from dockyard.output import Output
 from dockyard.properties import PropertyStore
@@ -69,6 +71,16 @@ class Services:
         self.properties = PropertyStore(self.state)
         self.config = ConfigStore(self.state)
 
+    @contextmanager
+    def hold(self, app: App) -> Iterator[App]:
+        """Hold `app`'s lock, re-reading it under the lock: a command that waited while the
+        app was renamed or destroyed must not carry on under a name that is no longer its."""
+        with app_lock(self.settings.locks_dir, app.name):
+            fresh = self.apps.find(app.name)
+            if fresh is None or fresh.id != app.id:
+                raise NotFound(f"App {app.name} was renamed or destroyed meanwhile")
+            yield fresh
+
 
 @dataclass
 class Context:
@@ -83,10 +95,12 @@ class Context:
     command: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
-    def app(self, name: str, need: Access = Access.APP) -> App:
-        """The named app, if it exists and this key may manage it (or own it, for OWNER)."""
+    def app(self, name: str, need: Access = Access.APP, action: str = "do this") -> App:
+        """The named app, if it exists and this key may manage it (or own it, for OWNER:
+        `action` then says what a grantee was refused)."""
         app = self.services.apps.get(check_app_name(name))
-        check_access(self.identity, need, app.name, app.owner, self.services.apps.grants(app))
+        grants = self.services.apps.grants(app)
+        check_access(self.identity, need, app.name, app.owner, grants, action=action)
         return app
 
     def target(self, app_name: str | None, is_global: bool, action: str) -> App | None:

@@ -22,7 +22,6 @@ from dockyard import pipeline
 from dockyard.apps import App
 from dockyard.bridge import BlockingReader
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
-from dockyard.locks import app_lock
 from dockyard.output import Output, report_key
 from dockyard.registry import CommandParser, Context, Services, command, split_global
 from gitrecv.receive import DeployingReceivePackHandler, SingleRepoBackend
@@ -149,7 +148,7 @@ def receive_pack(ctx: Context, argv: list[str]) -> int | None:
     limit = max_push_size(services)
     # Held from before the ref advertisement to the end: a concurrent push to this app
     # waits, then sees the new tips and is refused as non-fast-forward by its own client.
-    with app_lock(services.settings.locks_dir, app.name):
+    with services.hold(app) as app:
         repo = repo_store(services).open_or_create(app)
         try:
             remove_leftovers(repo)
@@ -175,7 +174,7 @@ def upload_pack(ctx: Context, argv: list[str]) -> int | None:
     # Clones never wait for a push's deploy: the lock is only needed to put a repo in place.
     repo = store.find(app)
     if repo is None:
-        with app_lock(services.settings.locks_dir, app.name):
+        with services.hold(app) as app:
             repo = store.open_or_create(app)
     try:
         proto = Protocol(ctx.stdin.read, ctx.stdout.write)
@@ -254,7 +253,7 @@ def repo_gc(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("app")
     app = ctx.app(parser.parse_args(argv).app)
     services = ctx.services
-    with app_lock(services.settings.locks_dir, app.name):
+    with services.hold(app) as app:
         repo = repo_store(services).find(app)
         if repo is None:
             raise NotFound(f"App {app.name} has no git repository yet; push to it first")

@@ -144,7 +144,15 @@ def start_server(
         cwd=REPO_ROOT,
     )  # fmt: skip
     log_file.close()
-    wait_for_port(port, process, log_path)
+    try:
+        wait_for_port(port, process, log_path)
+    except BaseException:
+        # nginx starts before SSH listens, in its own session: take it along too.
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        remove_leftovers_of(data_dir)
+        raise
     return DockyardServer(
         data_dir, port, http_port, keys_dir, process, admin_key, user_key, log_path, env
     )

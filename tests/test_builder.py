@@ -380,24 +380,58 @@ def test_prune_keeps_the_given_releases_and_rename_destroy_follow(
     assert not (services.settings.builds_dir / new).exists()
 
 
-def test_a_dockerfile_may_not_read_another_apps_image() -> None:
+def test_image_references_are_read_as_the_builder_reads_them() -> None:
     from builder import BuildFailed
+    from builder.isolation import image_references
+
+    def refs(dockerfile: str, **build_args: str) -> list[str]:
+        return image_references(dockerfile, build_args)
+
+    assert refs("FROM dockyard-base/busybox:latest AS base\nCOPY --from=base / /\n") == [
+        "dockyard-base/busybox:latest"
+    ]
+    assert refs("FROM a AS one\nFROM b\nCOPY --from=0 / /\nCOPY --from=one / /") == ["a", "b"]
+    assert refs("FROM busybox\nCOPY --from=dockyard/v:1 /app /x") == ["busybox", "dockyard/v:1"]
+    assert refs("FROM busybox\nRUN --mount=type=bind,from=dockyard/v,target=/v true")[1] == (
+        "dockyard/v"
+    )
+    assert refs("FROM busybox\nONBUILD COPY --from=dockyard/v / /")[1] == "dockyard/v"
+    # The tricks a text match misses:
+    assert refs("FROM \\\n# a comment inside the continuation\n  dockyard/v") == ["dockyard/v"]
+    assert refs("FROM \\\n\n  dockyard/v") == ["dockyard/v"]
+    assert refs("FROM ${NOPE:-dockyard/v}") == ["dockyard/v"]
+    assert refs("ARG X=1\nFROM ${X:+dockyard/v}") == ["dockyard/v"]
+    assert refs('ARG X="dockyard/v"\nFROM $X') == ["dockyard/v"]
+    assert refs("ARG A=1 B=dockyard/v\nFROM ${B}") == ["dockyard/v"]
+    assert refs("ARG BASE=busybox\nFROM $BASE", BASE="dockyard/v") == ["dockyard/v"]
+    with pytest.raises(BuildFailed, match="escape"):
+        refs("# escape=`\nFROM busybox")
+
+
+def test_a_build_may_not_reach_another_apps_image(docker_engine) -> None:
+    from builder import BuildFailed, engine
     from builder.isolation import check_image_sources
 
-    own = "FROM dockyard/web:3\nCOPY --from=dockyard/web:2 /app /old\n"
-    check_image_sources(own, "web", {})
-    staged = "FROM dockyard-base/busybox:latest AS base\nCOPY --from=base / /\n"
-    check_image_sources(staged, "web", {})
-    check_image_sources("FROM python:3.12-slim\nRUN --mount=type=cache,target=/c true\n", "web", {})
-    for hostile in (
-        "FROM dockyard/victim",
-        "FROM --platform=linux/amd64 dockyard/victim:4 AS x",
-        "FROM busybox\nCOPY --from=dockyard/victim:1 /app /stolen",
-        "FROM busybox\nRUN --mount=type=bind,from=dockyard/victim,target=/v cat /v/app.py",
-        "ARG BASE=dockyard/victim\nFROM ${BASE}",
-        "FROM \\\n  DOCKYARD/Victim:latest",
-    ):
-        with pytest.raises(BuildFailed, match="another app's image"):
-            check_image_sources(hostile, "web", {})
-    with pytest.raises(BuildFailed):
-        check_image_sources("ARG BASE=busybox\nFROM $BASE", "web", {"BASE": "dockyard/victim"})
+    victim = f"dockyard/victim-{uuid.uuid4().hex[:8]}"
+    secret = b"FROM dockyard-base/busybox:latest\nRUN echo secret > /secret\n"
+    image, _ = docker_engine.images.build(fileobj=io.BytesIO(secret), tag=f"{victim}:1", rm=True)
+    try:
+
+        def check(*refs: str) -> None:
+            check_image_sources(refs, "web", engine.resolve_image, engine.app_images)
+
+        check("dockyard-base/busybox:latest", "dockyard/web:3", "nothing-here:latest")
+        for ref in (f"{victim}:1", f"docker.io/{victim}:1", f"index.docker.io/{victim}:1"):
+            with pytest.raises(BuildFailed, match="another app's image"):
+                check(ref)
+        # Another name for the same image is still the other app's image.
+        image.tag("innocent-looking", "1")
+        try:
+            with pytest.raises(BuildFailed, match="another app's image"):
+                check("innocent-looking:1")
+        finally:
+            docker_engine.images.remove("innocent-looking:1")
+        with pytest.raises(BuildFailed, match="prefix of an image id"):
+            check(image.id.split(":")[1][:12])
+    finally:
+        docker_engine.images.remove(f"{victim}:1")

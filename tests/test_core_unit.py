@@ -452,8 +452,10 @@ def test_only_owner_or_admin_may_change_grants() -> None:
 
     bob = Identity("bob", is_admin=False)
     check_access(bob, Access.APP, "web", "alice", grants=["bob"])  # a grantee manages it
-    with pytest.raises(AccessDenied, match="Only the owner of web"):
-        check_access(bob, Access.OWNER, "web", "alice", grants=["bob"])
+    with pytest.raises(AccessDenied, match="Only the owner of web .alice. or an admin may x"):
+        check_access(bob, Access.OWNER, "web", "alice", grants=["bob"], action="x")
+    with pytest.raises(AccessDenied, match="may not manage app web"):
+        check_access(bob, Access.OWNER, "web", "alice")
     check_access(Identity("alice", False), Access.OWNER, "web", "alice")
     check_access(Identity("root", True), Access.OWNER, "web", "alice")
 
@@ -481,3 +483,20 @@ def test_events_are_pruned_to_the_newest(tmp_path: Path) -> None:
     assert prune_events(state, keep=5) == 7
     details = [r["detail"] for r in state.query("SELECT detail FROM events ORDER BY id")]
     assert details == [str(i) for i in range(7, 12)]
+
+
+def test_a_background_task_that_dies_is_restarted(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from dockyard import lifecycle
+
+    monkeypatch.setattr(lifecycle, "RESTART_DELAYS", (0.0,))
+    runs: list[int] = []
+
+    async def flaky(services: object) -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise RuntimeError("transient")
+
+    asyncio.run(lifecycle._supervised(flaky, None))  # type: ignore[arg-type]
+    assert len(runs) == 3

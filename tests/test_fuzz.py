@@ -30,6 +30,7 @@ from dockyard.errors import DockyardError
 from dockyard.output import ERROR, Output
 from dockyard.registry import COMMANDS, Context, Services, dispatch
 from dockyard.settings import Settings
+from tests.conftest import free_port, remove_leftovers_of
 
 FUZZ_SETTINGS = settings(
     max_examples=200,
@@ -56,7 +57,14 @@ def make_services(tmp: Path) -> Services:
     import dockyard.cli  # noqa: F401  (the core's commands)
     import gitrecv  # noqa: F401  (git-receive-pack, git-upload-pack)
 
-    return Services(Settings(data_dir=tmp / "data"))
+    # Loopback ports nobody listens on: a fuzzed proxy command must never put an nginx on :80.
+    return Services(
+        Settings(
+            data_dir=tmp / "data",
+            http_listen=("127.0.0.1", free_port()),
+            https_listen=("127.0.0.1", free_port()),
+        )
+    )
 
 
 def context(services: Services, stdin: bytes, identity: Identity = ADMIN) -> Context:
@@ -249,11 +257,12 @@ def exec_string(draw: st.DrawFn) -> str:
 
 
 @pytest.fixture(scope="module")
-def command_services(tmp_path_factory: pytest.TempPathFactory) -> Services:
+def command_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     services = make_services(tmp_path_factory.mktemp("fuzzcmd"))
     services.keys.add("alice", _throwaway_public_key(), admin=False)
     services.apps.create(APP, owner="admin")
-    return services
+    yield services
+    remove_leftovers_of(services.settings.data_dir)  # a fuzzed domains:* may start nginx
 
 
 def _throwaway_public_key() -> str:

@@ -13,7 +13,7 @@ def _app_and_key(ctx: Context, name: str, argv: list[str]) -> tuple[App, str]:
     parser.add_argument("app", metavar="APP")
     parser.add_argument("key_name", metavar="NAME")
     args = parser.parse_args(argv)
-    return ctx.app(args.app, need=Access.OWNER), args.key_name
+    return ctx.app(args.app, Access.OWNER, "change who manages it"), args.key_name
 
 
 @command("acl:add", "Let the key NAME manage APP", "APP NAME")

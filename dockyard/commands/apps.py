@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 from dockyard.access import Access, can_see
-from dockyard.errors import DockyardError, UsageError
+from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.locks import app_lock
 from dockyard.names import check_app_name
 from dockyard.output import report_key
@@ -79,13 +80,20 @@ def rename(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("old", metavar="OLD")
     parser.add_argument("new", metavar="NEW")
     args = parser.parse_args(argv)
-    app = ctx.app(args.old)
+    app = ctx.app(args.old, Access.OWNER, "rename it")
     new = check_app_name(args.new)
-    locks_dir = ctx.services.settings.locks_dir
+    if new == app.name:
+        raise UsageError(f"{app.name} already has that name")
+    if ctx.services.apps.find(new) is not None:
+        raise Conflict("Name is already taken")
     # Both names, in a fixed order: no push or deploy may run under either while the
     # repo, images, containers and routes move.
-    first, second = sorted((app.name, new))
-    with app_lock(locks_dir, first), app_lock(locks_dir, second):
+    with ExitStack() as locks:
+        for name in sorted((app.name, new)):
+            if name == new:
+                locks.enter_context(app_lock(ctx.services.settings.locks_dir, new))
+            else:
+                app = locks.enter_context(ctx.services.hold(app))
         ctx.out.step(f"Renaming {app.name} to {new}")
         ctx.services.apps.rename(app.name, new)
     ctx.event("apps:rename", new, f"from {app.name}")
@@ -97,14 +105,14 @@ def destroy(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("app", metavar="APP")
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    app = ctx.app(args.app)
+    app = ctx.app(args.app, Access.OWNER, "destroy it")
     if not args.force:
         raise DockyardError(
             f"WARNING: destroying {app.name} deletes its git repository, containers, images, "
             "config vars, domains and release history. This cannot be undone.\n"
             f"To proceed, run: apps:destroy {app.name} --force"
         )
-    with app_lock(ctx.services.settings.locks_dir, app.name):
+    with ctx.services.hold(app) as app:
         ctx.out.step(f"Destroying {app.name} (including all add-ons)")
         ctx.services.apps.destroy(app.name)
     ctx.event("apps:destroy", app.name)
