@@ -20,7 +20,6 @@ from builder.store import (
 )
 from dockyard import apps as app_hooks
 from dockyard.errors import NotFound, UsageError
-from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, Services, command, split_global
 
 LOG_CHUNK = 64 * 1024
@@ -127,10 +126,7 @@ def builder_report(ctx: Context, argv: list[str]) -> None:
         ("Builder last build status", builds[0].status if builds else ""),
         ("Builder last build kind", builds[0].kind if builds else ""),
     ]
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} builder information", rows)
+    ctx.out.report(f"{app.name} builder information", rows, args.format)
 
 
 @app_hooks.on_rename

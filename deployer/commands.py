@@ -35,7 +35,6 @@ from dockyard.access import Access, can_see
 from dockyard.apps import App
 from dockyard.errors import DockyardError, NotFound, UsageError
 from dockyard.names import PROCESS_TYPE_RE
-from dockyard.output import report_key
 from dockyard.pipeline import current_source
 from dockyard.registry import CommandParser, Context
 from dockyard.registry import command as register_command
@@ -388,10 +387,7 @@ def ps_report(ctx: Context, argv: list[str]) -> None:
             value = dict(rows)[label]
             ctx.out.line(str(value).lower() if isinstance(value, bool) else str(value))
             return
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} ps information", rows)
+    ctx.out.report(f"{app.name} ps information", rows, args.format)
 
 
 @command("ps:set", "Set a process option: restart-policy", "APP restart-policy VALUE")
@@ -700,10 +696,7 @@ def checks_report(ctx: Context, argv: list[str]) -> None:
         ("Checks wait to retire", _number(settings.wait_to_retire)),
         ("Checks declared for", declared),
     ]
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} checks information", rows)
+    ctx.out.report(f"{app.name} checks information", rows, args.format)
 
 
 def _number(value: float) -> str:
@@ -765,7 +758,4 @@ def resource_report(ctx: Context, argv: list[str]) -> None:
     app = ctx.app(args.app)
     limits = DeploySettings(ctx.services.properties, app).limits
     rows = [("Limit memory", limits.memory or ""), ("Limit cpu", limits.cpus or "")]
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} resource information", rows)
+    ctx.out.report(f"{app.name} resource information", rows, args.format)

@@ -60,8 +60,12 @@ class Output:
     def json(self, value: object) -> None:
         self.line(json.dumps(value, ensure_ascii=False))
 
-    def report(self, title: str, rows: Sequence[tuple[str, object]]) -> None:
-        """`=====> APP area information` then `       Label:<pad>value` rows."""
+    def report(self, title: str, rows: Sequence[tuple[str, object]], fmt: str = "text") -> None:
+        """`=====> APP area information` then `       Label:<pad>value` rows; with
+        `fmt="json"` one flat object keyed like Dokku's (`Deploy branch` → `deploy-branch`)."""
+        if fmt == "json":
+            self.json({report_key(label): value for label, value in rows})
+            return
         self.heading(title)
         for label, value in rows:
             self.line(f"{DETAIL}{(label + ':').ljust(REPORT_LABEL_WIDTH)} {_plain(value)}")

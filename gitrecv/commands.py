@@ -22,7 +22,7 @@ from dockyard import pipeline
 from dockyard.apps import App
 from dockyard.bridge import BlockingReader
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
-from dockyard.output import Output, report_key
+from dockyard.output import Output
 from dockyard.registry import CommandParser, Context, Services, command, split_global
 from gitrecv.receive import DeployingReceivePackHandler, SingleRepoBackend
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
@@ -241,10 +241,7 @@ def git_report(ctx: Context, argv: list[str]) -> None:
         ),
         ("Git max push size", format_size(max_push_size(ctx.services))),
     ]
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} git information", rows)
+    ctx.out.report(f"{app.name} git information", rows, args.format)
 
 
 @command("repo:gc", "Repack an app's git repository", "APP")

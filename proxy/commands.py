@@ -5,7 +5,6 @@ from __future__ import annotations
 from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, UsageError
-from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, command, split_global
 from proxy import certs
 from proxy.render import listen_address
@@ -22,13 +21,6 @@ from proxy.validate import check_body_size, check_conf_dir, check_domain
 
 def _router(ctx: Context) -> Router:
     return Router(ctx.services)
-
-
-def _emit_report(ctx: Context, title: str, rows: list[tuple[str, object]], fmt: str) -> None:
-    if fmt == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(title, rows)
 
 
 def _app_and_domains(name: str) -> CommandParser:
@@ -114,7 +106,7 @@ def domains_report(ctx: Context, argv: list[str]) -> None:
         ("Domains global enabled", True),
         ("Domains global vhosts", [router.global_domain()]),
     ]
-    _emit_report(ctx, f"{app.name} domains information", rows, args.format)
+    ctx.out.report(f"{app.name} domains information", rows, args.format)
 
 
 @command(
@@ -225,7 +217,7 @@ def certs_report(ctx: Context, argv: list[str]) -> None:
         ("Ssl fingerprint", info.fingerprint if info else ""),
         ("Ssl verified", "self signed" if info and info.self_signed else ""),
     ]
-    _emit_report(ctx, f"{app.name} ssl information", rows, args.format)
+    ctx.out.report(f"{app.name} ssl information", rows, args.format)
 
 
 # proxy:*
@@ -269,7 +261,7 @@ def proxy_report(ctx: Context, argv: list[str]) -> None:
         ("Proxy config", str(router.paths.conf)),
         ("Proxy nginx pid", router.master.pid() or ""),
     ]
-    _emit_report(ctx, f"{app.name} proxy information", rows, args.format)
+    ctx.out.report(f"{app.name} proxy information", rows, args.format)
 
 
 APP_KEYS = {"client-max-body-size": BODY_SIZE}

@@ -9,7 +9,6 @@ from dockyard.access import Access, can_see
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.locks import app_lock
 from dockyard.names import check_app_name
-from dockyard.output import report_key
 from dockyard.registry import CommandParser, Context, command
 
 # Global switches `apps:set --global KEY VALUE` knows, with their meaning.
@@ -68,10 +67,7 @@ def report(ctx: Context, argv: list[str]) -> None:
         ("App created at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(app.created_at))),
         ("App dir", str(repo)),
     ]
-    if args.format == "json":
-        ctx.out.json({report_key(k): v for k, v in rows})
-    else:
-        ctx.out.report(f"{app.name} app information", rows)
+    ctx.out.report(f"{app.name} app information", rows, args.format)
 
 
 @command("apps:rename", "Rename an app", "OLD NEW")
