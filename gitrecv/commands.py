@@ -161,7 +161,14 @@ def receive_pack(ctx: Context, argv: list[str]) -> int | None:
             handler = DeployingReceivePackHandler(
                 repo, proto, recv, AppDeployTarget(ctx, app, repo), limit, ctx.stderr
             )
-            return _speak_git(ctx, handler.handle)
+            status = _speak_git(ctx, handler.handle)
+            if handler.moved:
+                pushed = " ".join(
+                    f"{u.short_name}:{'deleted' if u.is_delete else u.new.decode()[:12]}"
+                    for u in handler.moved
+                )
+                ctx.event("git:push", app.name, pushed)
+            return status
         finally:
             repo.close()
 

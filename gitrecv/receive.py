@@ -227,6 +227,7 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         self.max_push_size = max_push_size
         # Until the client turns on side-band, progress goes to the SSH stderr (git shows it).
         self.progress = ProgressChannel(stderr.write)
+        self.moved: list[RefUpdate] = []  # the refs this push moved, once it is done
 
     def capabilities(self) -> Iterable[bytes]:
         return [
@@ -316,6 +317,7 @@ class DeployingReceivePackHandler(ReceivePackHandler):
             results = [self._apply_one(u, deploy_update) for u in updates]
         self._settle_head(updates, results, deploy_update)
         self._explain_what_was_not_deployed(updates, results, deploy_update)
+        self.moved = [u for u, r in zip(updates, results, strict=True) if r == STATUS_OK]
         return [(b"unpack", STATUS_OK)] + [
             (u.ref, r) for u, r in zip(updates, results, strict=True)
         ]

@@ -157,6 +157,11 @@ def test_first_and_second_push_deploy_and_record(srv: DockyardServer, tmp_path: 
     source = current_source(services, services.apps.get("first"))
     assert source is not None and source.revision == second
     assert source.read_file("app.txt") == b"v2\n"
+    source.close()
+    events = json.loads(srv.ssh("events", "first", "--format", "json").stdout)
+    pushes = [e for e in events if e["kind"] == "git:push"]
+    assert [e["detail"] for e in pushes] == [f"main:{first[:12]}", f"main:{second[:12]}"]
+    assert {e["actor"] for e in pushes} == {"admin"}
 
 
 def test_push_url_forms(srv: DockyardServer, tmp_path: Path) -> None:
