@@ -6,7 +6,9 @@ and destroy hooks.
 """
 
 from deployer import commands, hooks  # noqa: F401  (registration)
+from deployer.commands import redeploy_with_config
 from deployer.pipeline import deploy_source
-from dockyard.pipeline import set_pipeline
+from dockyard.pipeline import set_pipeline, set_redeployer
 
 set_pipeline(deploy_source)
+set_redeployer(redeploy_with_config)

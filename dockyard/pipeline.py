@@ -78,3 +78,46 @@ def current_source(services: Services, app: App) -> Source | None:
         if source is not None:
             return source
     return None
+
+
+# Other stages change what an app runs with (a linked database sets DATABASE_URL, a new
+# network) and then ask for a zero-downtime redeploy of the current release; the deployer
+# installs how. The caller holds the app's lock. Until a deployer is installed it does
+# nothing (nothing runs that could pick the change up).
+Redeployer = Callable[["Context", App, str], None]
+
+
+def _no_redeploy(ctx: Context, app: App, description: str) -> None:
+    return None
+
+
+_redeployer: Redeployer = _no_redeploy
+
+
+def set_redeployer(redeployer: Redeployer) -> None:
+    global _redeployer
+    _redeployer = redeployer
+
+
+def redeploy(ctx: Context, app: App, description: str) -> None:
+    """Start the current release again with today's config and attachments (no build)."""
+    _redeployer(ctx, app, description)
+
+
+# Docker networks an app's containers join besides its own: those of linked services and
+# of `network:set … attach-post-deploy`. Each stage that attaches apps registers a provider;
+# the deployer asks at every container start. Names returned are engine network names.
+NetworkProvider = Callable[["Services", App], "list[str]"]
+_network_providers: list[NetworkProvider] = []
+
+
+def register_network_provider(provider: NetworkProvider) -> NetworkProvider:
+    _network_providers.append(provider)
+    return provider
+
+
+def extra_networks(services: Services, app: App) -> list[str]:
+    found: list[str] = []
+    for provider in _network_providers:
+        found += [n for n in provider(services, app) if n not in found]
+    return found

@@ -8,7 +8,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-PYTHON=${PYTHON:-python3}
+# Debian's own python3: what users have (a version manager's python on PATH would hide
+# differences such as 3.11.2's tarfile).
+PYTHON=${PYTHON:-/usr/bin/python3}
 VENV=${DOCKYARD_VENV:-$ROOT/.venv}
 
 say() { echo "-----> $*"; }
