@@ -589,22 +589,8 @@ def run(ctx: Context, argv: list[str]) -> int:
     release = _current_or_fail(ctx, app)
     deployer = ReleaseDeployer(ctx.services, app, ctx.out)
     number = _free_run_number(app)
-    env = deployer.environment(release)
-    env["DYNO"] = f"run.{number}"
-    one_off = OneOff(
-        image=release.image,
-        argv=argv[1:],
-        environment=env,
-        labels={
-            docker_ops.LABEL_HOME: deployer.home,
-            docker_ops.LABEL_APP: app.name,
-            docker_ops.LABEL_RELEASE: str(release.version),
-            docker_ops.LABEL_PROCESS: docker_ops.ONE_OFF_PROCESS,
-            docker_ops.LABEL_INSTANCE: str(number),
-        },
-        name=f"{app.name}.run.{number}",
-        tty=ctx.interactive,
-    )
+    spec = deployer.spec(release, docker_ops.ONE_OFF_PROCESS, number)
+    one_off = OneOff(spec, f"{app.name}.run.{number}", argv[1:], tty=ctx.interactive)
     ctx.event("run", app.name)
     return one_off.run(ctx.stdin, ctx.stdout, ctx.stderr, ctx.cancelled)
 

@@ -32,6 +32,7 @@ DEFAULT_PORT = 5000
 DEFAULT_RESTART_POLICY = "on-failure:10"
 log = structlog.get_logger("dockyard.deployer")
 STOP_TIMEOUT = 10
+DEFAULT_PIDS_LIMIT = 1024
 RETIRING = "retiring"
 
 _client: docker.DockerClient | None = None
@@ -75,6 +76,8 @@ def parse_restart_policy(value: str) -> dict[str, object]:
 class Limits:
     memory: str | None = None  # docker syntax: 512m, 1g
     cpus: float | None = None
+    # Every container gets one: a fork bomb in one app must not exhaust the host's pids.
+    pids: int = DEFAULT_PIDS_LIMIT
 
 
 @dataclass(frozen=True)
@@ -86,12 +89,14 @@ class ProcessSpec:
     version: int
     image: str
     process_type: str
-    instance: int
+    instance: int | str  # a number, or for one-off phases the phase's name
     command: str | None
     environment: dict[str, str]
     port: int | None  # published on 127.0.0.1 for web processes
     restart_policy: str = DEFAULT_RESTART_POLICY
     limits: Limits = Limits()
+    networks: tuple[str, ...] = ()  # the app's own network first
+    binds: tuple[str, ...] = ()  # `HOST:CONTAINER[:ro]` mounts (storage:mount)
 
     def labels(self) -> dict[str, str]:
         return {
@@ -120,27 +125,70 @@ def image_entrypoint(image: str) -> list[str] | None:
     return (attrs.get("Config") or {}).get("Entrypoint")
 
 
-def start(spec: ProcessSpec, name: str) -> Container:
-    kwargs: dict[str, object] = {}
-    if spec.limits.memory:
-        kwargs["mem_limit"] = spec.limits.memory
-    if spec.limits.cpus:
-        kwargs["nano_cpus"] = int(spec.limits.cpus * 1e9)
+def create(
+    spec: ProcessSpec,
+    name: str,
+    argv: list[str] | None = None,
+    *,
+    tty: bool = False,
+    stdin_open: bool = False,
+    restart: bool = True,
+) -> str:
+    """Create (not start) a container for `spec`, joined to every network it needs before
+    it can run a line of code: the app's own network first, then linked services' and
+    attached ones. Returns its id. Every container of an app is made here, so limits, the
+    pids cap, mounts and networks cannot differ between processes, phases and one-offs."""
+    api = client().api
+    limits = spec.limits
+    host: dict[str, object] = {
+        "init": True,  # signals reach the app (SIGTERM on retire), zombies are reaped
+        "pids_limit": limits.pids,
+        "binds": list(spec.binds) or None,
+    }
+    if limits.memory:
+        host["mem_limit"] = limits.memory
+    if limits.cpus:
+        host["nano_cpus"] = int(limits.cpus * 1e9)
+    if restart:
+        host["restart_policy"] = parse_restart_policy(spec.restart_policy)
+    ports = None
     if spec.port is not None:
-        kwargs["ports"] = {f"{spec.port}/tcp": ("127.0.0.1", None)}
+        host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
+        ports = [spec.port]
+    networks = list(spec.networks)
+    if networks:
+        host["network_mode"] = networks[0]
     remove_named(name, spec.home)
-    container = client().containers.run(
+    created = api.create_container(
         spec.image,
-        command=container_command(spec.image, spec.command),
+        command=argv if argv is not None else container_command(spec.image, spec.command),
         name=name,
-        detach=True,
         environment=spec.environment,
         labels=spec.labels(),
-        restart_policy=parse_restart_policy(spec.restart_policy),
-        init=True,  # signals reach the app (SIGTERM on retire), zombies are reaped
-        **kwargs,
+        ports=ports,
+        tty=tty,
+        stdin_open=stdin_open,
+        detach=not stdin_open,  # with stdin_open: StdinOnce, closing our stdin ends theirs
+        host_config=api.create_host_config(**host),
     )
-    return container
+    container_id = created["Id"]
+    try:
+        for network in networks[1:]:
+            api.connect_container_to_network(container_id, network)
+    except BaseException:
+        api.remove_container(container_id, force=True)
+        raise
+    return container_id
+
+
+def start(spec: ProcessSpec, name: str) -> Container:
+    container_id = create(spec, name)
+    try:
+        client().api.start(container_id)
+    except BaseException:
+        client().api.remove_container(container_id, force=True)
+        raise
+    return client().containers.get(container_id)
 
 
 def remove_named(name: str, home: str) -> None:

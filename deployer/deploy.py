@@ -7,6 +7,7 @@ the proxy switch removes only the new containers, so the old release keeps servi
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, NoReturn, Protocol
@@ -24,11 +25,13 @@ from deployer.containers import (
     staged_name,
 )
 from deployer.healthchecks import CheckFailed, checks_for, run_check, wait_running
+from deployer.networks import ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
 from dockyard.apps import App
 from dockyard.errors import DockyardError
 from dockyard.output import Output
+from dockyard.pipeline import extra_networks
 
 if TYPE_CHECKING:
     from dockyard.registry import Services
@@ -98,7 +101,13 @@ class ReleaseDeployer:
         env["PORT"] = str(container_port(release, env))
         return env
 
-    def spec(self, release: Release, process_type: str, instance: int) -> ProcessSpec:
+    def networks(self) -> tuple[str, ...]:
+        own = ensure_app_network(self.home, self.app.name)
+        return (own, *extra_networks(self.services, self.app))
+
+    def spec(self, release: Release, process_type: str, instance: int | str) -> ProcessSpec:
+        """What one container of `release` runs with; `instance` is a number for processes,
+        a phase name or a one-off's number otherwise."""
         env = self.environment(release)
         env["DYNO"] = f"{process_type}.{instance}"
         return ProcessSpec(
@@ -113,6 +122,7 @@ class ReleaseDeployer:
             port=int(env["PORT"]) if process_type == "web" else None,
             restart_policy=self.settings.restart_policy,
             limits=self.settings.limits,
+            networks=self.networks(),
         )
 
     def live_containers(self) -> dict[tuple[str, int], Container]:
@@ -197,25 +207,13 @@ class ReleaseDeployer:
 
     # -- one-off phases (release command, predeploy, postdeploy) --------------------
     def run_phase(self, release: Release, phase: str, command: str) -> None:
-        env = self.environment(release)
-        env["DYNO"] = f"{phase}.1"
+        spec = dataclasses.replace(self.spec(release, ONE_OFF_PROCESS, phase), command=command)
+        spec.environment["DYNO"] = f"{phase}.1"
         name = f"{self.app.name}.{phase}.{release.version}"
-        docker_ops.remove_named(name, self.home)
-        container = docker_ops.client().containers.run(
-            release.image,
-            command=docker_ops.container_command(release.image, command),
-            name=name,
-            detach=True,
-            environment=env,
-            labels={
-                docker_ops.LABEL_HOME: self.home,
-                docker_ops.LABEL_APP: self.app.name,
-                docker_ops.LABEL_RELEASE: str(release.version),
-                docker_ops.LABEL_PROCESS: ONE_OFF_PROCESS,
-                docker_ops.LABEL_INSTANCE: phase,
-            },
-            init=True,
+        container = docker_ops.client().containers.get(
+            docker_ops.create(spec, name, restart=False)
         )
+        container.start()
         try:
             for chunk in _lines(container.logs(stream=True, follow=True)):
                 self.out.detail(chunk)

@@ -18,6 +18,7 @@ import structlog
 import builder
 from deployer import containers as docker_ops
 from deployer.deploy import ReleaseDeployer, home_of
+from deployer.networks import home_networks, remove_app_network
 from deployer.pipeline import GIT_REV
 from deployer.releases import ReleaseStore
 from dockyard import apps as app_hooks
@@ -63,6 +64,9 @@ def reconcile_all(services: Services) -> list[str]:
     docker_ops.remove(strays, timeout=2)
     for c in strays:
         log.info("removed stray container", container=c.name)
+    for network in home_networks(home_of(services)):
+        if (network.get("Labels") or {}).get(docker_ops.LABEL_APP) not in known:
+            remove_app_network(home_of(services), network["Labels"][docker_ops.LABEL_APP])
     busy = []
     for app in known.values():
         if not reconcile_app(services, app):
@@ -165,6 +169,7 @@ def _reconcile_pending(services: Services, names: set[str]) -> list[str]:
 def _destroy(services: Services, name: str) -> None:
     found = docker_ops.app_containers(home_of(services), name, include_one_off=True)
     docker_ops.remove(found, timeout=2)
+    remove_app_network(home_of(services), name)
     # Routes go with the proxy's own destroy hook. The builder's hook ran first, while these
     # containers still held the images; now nothing uses them.
     builder.prune_images(services, name, set())
@@ -178,6 +183,7 @@ def _rename(services: Services, old: str, new: str) -> None:
     app = services.apps.get(new)
     found = docker_ops.app_containers(home_of(services), old, include_one_off=True)
     docker_ops.remove(found, timeout=2)
+    remove_app_network(home_of(services), old)
     store = ReleaseStore(services.state)
     store.rename_images(app, builder.image_repo(old), builder.image_repo(new))
     if store.current(app) is not None:

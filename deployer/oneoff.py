@@ -17,6 +17,7 @@ import docker
 import docker.errors
 
 from deployer import containers as docker_ops
+from deployer.containers import ProcessSpec
 from dockyard.output import ERROR
 
 STREAM_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, frame length
@@ -27,38 +28,22 @@ CANCEL_POLL = 0.25
 
 
 class OneOff:
-    def __init__(
-        self,
-        image: str,
-        argv: list[str],
-        environment: dict[str, str],
-        labels: dict[str, str],
-        name: str,
-        tty: bool,
-    ) -> None:
-        self.image = image
-        self.argv = argv
-        self.environment = environment
-        self.labels = labels
+    """One `run` container: made by `containers.create` like every container of the app
+    (same limits, pids cap, networks and mounts), attached before it starts."""
+
+    def __init__(self, spec: ProcessSpec, name: str, argv: list[str], tty: bool) -> None:
+        self.spec = spec
         self.name = name
+        self.argv = argv
         self.tty = tty
 
     def run(
         self, stdin: BinaryIO, stdout: BinaryIO, stderr: BinaryIO, cancelled: threading.Event
     ) -> int:
         api = docker_ops.client().api
-        created = api.create_container(
-            self.image,
-            command=self.argv,
-            name=self.name,
-            environment=self.environment,
-            labels=self.labels,
-            tty=self.tty,
-            stdin_open=True,
-            detach=False,  # with stdin_open: StdinOnce, so closing our stdin ends theirs
-            host_config=api.create_host_config(init=True),
+        container_id = docker_ops.create(
+            self.spec, self.name, self.argv, tty=self.tty, stdin_open=True, restart=False
         )
-        container_id = created["Id"]
         try:
             attached = api.attach_socket(
                 container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1}

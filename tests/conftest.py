@@ -202,10 +202,14 @@ def remove_leftovers_of(data_dir: Path) -> None:
 
     NginxMaster(NginxPaths(prefix=data_dir / "nginx")).stop()
     try:
-        from deployer.containers import list_containers
+        from deployer.containers import client, list_containers
 
         for container in list_containers({"label": f"dockyard.home={data_dir}"}):
             container.remove(force=True)
+        from deployer.networks import home_networks
+
+        for network in home_networks(str(data_dir)):
+            client().api.remove_network(network["Id"])
     except Exception as exc:  # no engine: nothing of ours can be running on it
         print(f"container clean-up skipped: {exc}")
 

@@ -1,0 +1,79 @@
+"""Each app's own Docker network: its containers reach each other, and nothing else does.
+
+Every container of an app (processes, release and deploy phases, one-offs, cron) joins
+`dockyard.app.APP` first, a bridge network of its own; Docker isolates bridge networks
+from one another, so one app cannot reach another's containers except through the proxy
+(the host, where nginx runs, reaches every bridge). Other networks an app joins — linked
+services', `network:set … attach-post-deploy` — come from providers registered in
+`dockyard.pipeline` and are joined after the app's own.
+
+Names are `dockyard.app.APP`: user-made networks take app-style names (no dots), so no
+user can create, or destroy, a network that stands for an app. Networks are labelled with
+the Dockyard home that made them; a leftover of another home is taken over only when no
+container uses it.
+"""
+
+from __future__ import annotations
+
+import docker.errors
+
+from deployer import containers as docker_ops
+from dockyard.errors import DockyardError
+
+APP_NETWORK_PREFIX = "dockyard.app."
+LABEL_HOME = docker_ops.LABEL_HOME
+LABEL_APP = docker_ops.LABEL_APP
+
+
+def app_network_name(app: str) -> str:
+    return f"{APP_NETWORK_PREFIX}{app}"
+
+
+def ensure_app_network(home: str, app: str) -> str:
+    """The app's network, created when missing; returns its name."""
+    name = app_network_name(app)
+    api = docker_ops.client().api
+    try:
+        found = api.inspect_network(name)
+    except docker.errors.NotFound:
+        found = None
+    if found is not None:
+        if (found.get("Labels") or {}).get(LABEL_HOME) == home:
+            return name
+        if found.get("Containers"):
+            raise DockyardError(
+                f"A Docker network named {name} exists, is in use and does not belong to "
+                "this Dockyard; remove it"
+            )
+        api.remove_network(found["Id"])
+    try:
+        api.create_network(
+            name,
+            driver="bridge",
+            labels={LABEL_HOME: home, LABEL_APP: app},
+            check_duplicate=True,
+        )
+    except docker.errors.APIError as exc:
+        if exc.status_code != 409:  # a concurrent deploy made it first
+            raise
+    return name
+
+
+def remove_app_network(home: str, app: str) -> None:
+    """Remove the app's network (its containers are gone); a missing one is fine."""
+    api = docker_ops.client().api
+    try:
+        found = api.inspect_network(app_network_name(app))
+    except docker.errors.NotFound:
+        return
+    if (found.get("Labels") or {}).get(LABEL_HOME) != home:
+        return
+    try:
+        api.remove_network(found["Id"])
+    except docker.errors.NotFound:
+        pass
+
+
+def home_networks(home: str) -> list[dict]:
+    """Every app network this Dockyard made (for clean-up of destroyed apps)."""
+    return docker_ops.client().api.networks(filters={"label": f"{LABEL_HOME}={home}"})
