@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import loadgen  # noqa: E402
 
 import proxy  # noqa: E402
-from dockyard.registry import Services  # noqa: E402
+from dockyard.services import Services  # noqa: E402
 from dockyard.settings import Settings  # noqa: E402
 from proxy.router import Router  # noqa: E402
 

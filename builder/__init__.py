@@ -12,11 +12,11 @@ from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
 from builder.errors import BuildFailed
 from builder.manifest import parse_app_json, parse_procfile
-from builder.store import BuilderSettings
+from builder.properties import KEEP_RELEASES
 from dockyard.apps import App
 from dockyard.output import Output
 from dockyard.pipeline import Source
-from dockyard.registry import Services
+from dockyard.services import Services
 
 __all__ = [
     "BuildFailed",
@@ -56,4 +56,4 @@ def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
 
 def keep_releases(services: Services, app: App) -> int:
     """How many releases' images to keep (`builder:set [--global|APP] keep-releases N`)."""
-    return BuilderSettings(services.properties).keep_releases(app)
+    return KEEP_RELEASES.get(services.properties, app)

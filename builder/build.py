@@ -23,12 +23,13 @@ from builder.detect import DOCKERFILE, Kind, detect
 from builder.errors import BuildFailed
 from builder.isolation import check_image_sources, image_references
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
-from builder.store import BuilderSettings, BuildStore, Status, build_log_path
+from builder.properties import BUILD_ARG, base_images
+from builder.store import BuildStore, Status, build_log_path
 from dockyard.apps import App
 from dockyard.errors import DockyardError
 from dockyard.output import Output
 from dockyard.pipeline import Source
-from dockyard.registry import Services
+from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.builder")
 
@@ -92,7 +93,6 @@ def build_image(
     build_args_extra: dict[str, str] | None = None,
 ) -> BuiltImage:
     """Build `source` into `dockyard/APP:<build id>`; raise BuildFailed if it cannot be."""
-    settings = BuilderSettings(services.properties)
     store = BuildStore(services.state)
     record = store.start(app, source.revision)
     log_path = build_log_path(services.settings, app.name, record.build_id)
@@ -104,8 +104,8 @@ def build_image(
         try:
             procfile = parse_procfile(source.read_file(PROCFILE))
             app_json = parse_app_json(source.read_file(APP_JSON))
-            build_args = {**settings.build_args(app), **(build_args_extra or {})}
-            bases = settings.base_images(app)
+            build_args = {**BUILD_ARG.get(services.properties, app), **(build_args_extra or {})}
+            bases = base_images(services.properties, app)
             own_dockerfile = source.read_file(DOCKERFILE)
             if own_dockerfile is not None:
                 refs = image_references(own_dockerfile.decode("utf-8", "replace"), build_args)

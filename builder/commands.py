@@ -8,19 +8,15 @@ import shutil
 import time
 
 from builder.build import remove_app_images, retag_app_images
-from builder.store import (
-    BASE_KEYS,
-    BUILD_ARG,
-    KEEP_RELEASES,
-    SETTING_KEYS,
-    BuilderSettings,
-    BuildRecord,
-    BuildStore,
-    build_log_path,
-)
-from dockyard import apps as app_hooks
-from dockyard.errors import NotFound, UsageError
-from dockyard.registry import CommandParser, Context, Services, command, split_global
+from builder.properties import BUILDER
+from builder.store import BuildRecord, BuildStore, build_log_path
+from dockyard import services as app_hooks
+from dockyard.apps import App
+from dockyard.context import Context
+from dockyard.errors import NotFound
+from dockyard.property_commands import ReportRow, register_property_commands
+from dockyard.registry import CommandParser, command
+from dockyard.services import Services
 
 LOG_CHUNK = 64 * 1024
 
@@ -78,55 +74,18 @@ def builds_output(ctx: Context, argv: list[str]) -> None:
         raise NotFound(f"The output of build {record.build_id} of {app.name} is gone") from None
 
 
-@command(
-    "builder:set",
-    "Set a builder setting: " + ", ".join(SETTING_KEYS),
-    "[--global|APP] KEY [VALUE]",
-)
-def builder_set(ctx: Context, argv: list[str]) -> None:
-    is_global, argv = split_global(argv)
-    parser = CommandParser("builder:set")
-    if not is_global:
-        parser.add_argument("app", metavar="--global|APP")
-    parser.add_argument("key", choices=SETTING_KEYS)
-    parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv)
-    app = ctx.target(getattr(args, "app", None), is_global, "change global builder settings")
-    if args.key == BUILD_ARG and not args.value:
-        raise UsageError("build-arg takes KEY=VALUE (KEY= unsets it)")
-    BuilderSettings(ctx.services.properties).set(app, args.key, args.value)
-    shown = args.value
-    if args.key == BUILD_ARG:
-        name, _, value = args.value.partition("=")
-        # Build args often carry tokens: name them, never echo the value.
-        ctx.out.step(f"{'Setting' if value else 'Unsetting'} build-arg {name}")
-    else:
-        ctx.out.step(f"Setting {args.key} to {shown}" if shown else f"Unsetting {args.key}")
-    ctx.event("builder:set", app.name if app else None, args.key)
-
-
-@command("builder:report", "Show an app's builder settings", "APP [--format json]")
-def builder_report(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("builder:report")
-    parser.add_argument("app")
-    parser.add_format()
-    args = parser.parse_args(argv)
-    app = ctx.app(args.app)
-    settings = BuilderSettings(ctx.services.properties)
-    bases = settings.base_images(app)
+def _report_rows(ctx: Context, app: App, rows: list[ReportRow]) -> list[ReportRow]:
     builds = BuildStore(ctx.services.state).all(app)
-    rows: list[tuple[str, object]] = [
-        (f"Builder {key.replace('-', ' ')}", getattr(bases, attr))
-        for key, attr in BASE_KEYS.items()
+    last = builds[0] if builds else None
+    return [
+        *rows,
+        ("Builder last build", last.build_id if last else ""),
+        ("Builder last build status", last.status if last else ""),
+        ("Builder last build kind", last.kind if last else ""),
     ]
-    rows += [
-        (f"Builder {KEEP_RELEASES.replace('-', ' ')}", settings.keep_releases(app)),
-        ("Builder build args", sorted(settings.build_args(app))),
-        ("Builder last build", builds[0].build_id if builds else ""),
-        ("Builder last build status", builds[0].status if builds else ""),
-        ("Builder last build kind", builds[0].kind if builds else ""),
-    ]
-    ctx.out.report(f"{app.name} builder information", rows, args.format)
+
+
+register_property_commands(BUILDER, report_rows=_report_rows)
 
 
 @app_hooks.on_rename

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from builder.store import BuilderSettings, Status, build_log_path, build_logs_dir
+from builder.properties import KEEP_RELEASES
+from builder.store import Status, build_log_path, build_logs_dir
 from dockyard import lifecycle
 from dockyard.apps import App
 from dockyard.bridge import run_blocking
 
 if TYPE_CHECKING:
-    from dockyard.registry import Services
+    from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.builder")
 
@@ -51,7 +52,7 @@ def fail_interrupted_builds(services: Services) -> int:
 
 def prune_build_logs(services: Services, app: App) -> list[str]:
     """Keep the logs of the app's last `keep-releases` builds; returns the removed names."""
-    keep = BuilderSettings(services.properties).keep_releases(app)
+    keep = KEEP_RELEASES.get(services.properties, app)
     logs_dir = build_logs_dir(services.settings, app.name)
     if not logs_dir.is_dir():
         return []

@@ -1,17 +1,13 @@
-"""The builder's state: the `builds` table, build logs on disk and the `builder:set` settings."""
+"""The builder's state: the `builds` table and build logs on disk."""
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.detect import BaseImages, check_image_ref
 from dockyard.apps import App
 from dockyard.errors import NotFound, UsageError
-from dockyard.properties import PropertyStore
 from dockyard.settings import Settings
 from dockyard.state import StateStore, register_migrations
 
@@ -122,75 +118,3 @@ def build_logs_dir(settings: Settings, app: str) -> Path:
 
 def build_log_path(settings: Settings, app: str, build_id: str) -> Path:
     return build_logs_dir(settings, app) / f"{build_id}.log"
-
-
-# `builder:set` keys. Base images and keep-releases work per app and globally; build
-# args are per app only (they are an app's own build inputs).
-BASE_KEYS = {
-    "base-python": "python",
-    "base-node": "node",
-    "base-static": "static",
-    "base-procfile": "procfile",
-}
-KEEP_RELEASES = "keep-releases"
-BUILD_ARG = "build-arg"
-SETTING_KEYS = (*BASE_KEYS, KEEP_RELEASES, BUILD_ARG)
-DEFAULT_KEEP_RELEASES = 5
-BUILD_ARG_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
-_PROP = "builder."
-_BUILD_ARGS_PROP = _PROP + "build-args"  # one JSON object: names are user data, not keys
-
-
-class BuilderSettings:
-    """Reads and writes the builder's properties; an app value beats the global one."""
-
-    def __init__(self, properties: PropertyStore) -> None:
-        self.properties = properties
-
-    def base_images(self, app: App | None) -> BaseImages:
-        defaults = BaseImages()
-        values = {
-            attr: self.properties.get(app, _PROP + key) or getattr(defaults, attr)
-            for key, attr in BASE_KEYS.items()
-        }
-        return BaseImages(**values)
-
-    def keep_releases(self, app: App | None) -> int:
-        value = self.properties.get(app, _PROP + KEEP_RELEASES)
-        return int(value) if value else DEFAULT_KEEP_RELEASES
-
-    def build_args(self, app: App) -> dict[str, str]:
-        raw = self.properties.get_local(app, _BUILD_ARGS_PROP)
-        return json.loads(raw) if raw else {}
-
-    def set(self, app: App | None, key: str, value: str) -> None:
-        """Set (or with an empty value unset) one `builder:set` key, validated."""
-        if key in BASE_KEYS:
-            if value:
-                try:
-                    check_image_ref(value)
-                except Exception as exc:  # BuildFailed; reported as a usage error here
-                    raise UsageError(str(exc)) from None
-            self.properties.set(app, _PROP + key, value)
-        elif key == KEEP_RELEASES:
-            if value and not (value.isdigit() and int(value) >= 1):
-                raise UsageError("keep-releases takes a whole number of at least 1")
-            self.properties.set(app, _PROP + key, value)
-        elif key == BUILD_ARG:
-            if app is None:
-                raise UsageError("build-arg is set per app: builder:set APP build-arg KEY=VALUE")
-            self._set_build_arg(app, value)
-        else:
-            known = ", ".join(SETTING_KEYS)
-            raise UsageError(f"Unknown builder setting {key!r}; use one of {known}")
-
-    def _set_build_arg(self, app: App, assignment: str) -> None:
-        name, sep, value = assignment.partition("=")
-        if not sep or not BUILD_ARG_NAME_RE.fullmatch(name):
-            raise UsageError("build-arg takes KEY=VALUE (KEY= unsets it)")
-        args = self.build_args(app)
-        if value:
-            args[name] = value
-        else:
-            args.pop(name, None)
-        self.properties.set(app, _BUILD_ARGS_PROP, json.dumps(args, sort_keys=True) if args else "")

@@ -6,9 +6,8 @@ and destroy hooks.
 """
 
 from deployer import commands, hooks  # noqa: F401  (registration)
-from deployer.commands import redeploy_with_config
-from deployer.pipeline import deploy_source
+from deployer.pipeline import deploy_source, redeploy
 from dockyard.pipeline import set_pipeline, set_redeployer
 
 set_pipeline(deploy_source)
-set_redeployer(redeploy_with_config)
+set_redeployer(redeploy)

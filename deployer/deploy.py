@@ -29,12 +29,13 @@ from deployer.networks import ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
 from dockyard.apps import App
+from dockyard.config_vars import GIT_REV
 from dockyard.errors import DockyardError
 from dockyard.output import Output
 from dockyard.pipeline import extra_networks
 
 if TYPE_CHECKING:
-    from dockyard.registry import Services
+    from dockyard.services import Services
 
 LOG_LINES_ON_FAILURE = 20
 
@@ -99,6 +100,8 @@ class ReleaseDeployer:
     def environment(self, release: Release) -> dict[str, str]:
         env = self.services.config.effective(self.app)
         env["PORT"] = str(container_port(release, env))
+        if release.revision:
+            env[GIT_REV] = release.revision  # the config var is written when it goes live
         return env
 
     def networks(self) -> tuple[str, ...]:
@@ -255,8 +258,11 @@ class ReleaseDeployer:
                 f"Deploy of {self.app.name} failed: the proxy refused the new routes: "
                 f"{exc.message}\nThe previous release keeps serving."
             ) from None
-        self.releases.make_current(self.app, release)
-        self.releases.set_formation(self.app, formation)
+        with self.services.state.transaction():
+            self.releases.make_current(self.app, release)
+            self.releases.set_formation(self.app, formation)
+            if release.revision:
+                self.services.config.set(self.app, {GIT_REV: release.revision})
         self.swap_names(old, new)
         self.out.heading("Application deployed:")
         for url in urls:

@@ -19,10 +19,9 @@ import builder
 from deployer import containers as docker_ops
 from deployer.deploy import ReleaseDeployer, home_of
 from deployer.networks import home_networks, remove_app_network
-from deployer.pipeline import GIT_REV
 from deployer.releases import ReleaseStore
-from dockyard import apps as app_hooks
 from dockyard import lifecycle
+from dockyard import services as app_hooks
 from dockyard.apps import App
 from dockyard.bridge import run_blocking
 from dockyard.errors import DockyardError
@@ -30,7 +29,7 @@ from dockyard.locks import AppBusy, app_lock
 from dockyard.output import Output
 
 if TYPE_CHECKING:
-    from dockyard.registry import Services
+    from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.deployer")
 
@@ -92,18 +91,11 @@ def reconcile_app(services: Services, app: App) -> bool:
 
 
 def _finish_interrupted_deploys(services: Services, app: App) -> None:
-    """A server killed mid-deploy leaves its release pending and the config naming a
-    revision that never went live: the release failed, and GIT_REV names what runs."""
-    store = ReleaseStore(services.state)
-    failed = store.fail_interrupted(app)
-    if not failed:
-        return
-    log.warning("interrupted deploys marked failed", app=app.name, versions=failed)
-    current = store.current(app)
-    if current is not None and current.revision:
-        services.config.set(app, {GIT_REV: current.revision})
-    elif current is None:
-        services.config.unset(app, [GIT_REV])
+    """A server killed mid-deploy leaves its release pending: it failed. GIT_REV needs no
+    repair: it is written only when a release goes live."""
+    failed = ReleaseStore(services.state).fail_interrupted(app)
+    if failed:
+        log.warning("interrupted deploys marked failed", app=app.name, versions=failed)
 
 
 @lifecycle.in_background

@@ -7,9 +7,11 @@ are numbered per app (v1, v2…); `current` names the one whose containers serve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from dockyard.apps import App
 from dockyard.state import StateStore, register_migrations
@@ -72,6 +74,14 @@ class Release:
     @property
     def name(self) -> str:
         return f"v{self.version}"
+
+    def successor(self, description: str, actor: str, **changes: Any) -> Release:
+        """The next release: this one's image and declarations unless `changes` replace
+        them. Its number, config snapshot and formation are given when it is recorded."""
+        return dataclasses.replace(
+            self, version=0, status=STATUS_PENDING, config={}, formation={},
+            description=description, actor=actor, created_at=time.time(), **changes,
+        )  # fmt: skip
 
     def process_types(self) -> list[str]:
         """Types this image can run: the Procfile's (minus `release`), else just `web`."""
@@ -223,7 +233,33 @@ class ReleaseStore:
                 )
 
 
+# What an app has before its first release: nothing, from which every release descends.
+NO_RELEASE = Release(
+    version=0, image="", image_id="", revision="", description="", config={}, formation={},
+    procfile={}, app_json={}, ports=[],
+)  # fmt: skip
+
+
 def effective_formation(wanted: dict[str, int], release: Release) -> dict[str, int]:
-    """Every process type the release can run, with its quantity: `web` defaults to 1 and
-    other types to 0, as on Dokku; types the image does not have are dropped."""
-    return {t: wanted.get(t, 1 if t == "web" else 0) for t in release.process_types()}
+    """Every process type the release can run, with its quantity: what was scaled, else
+    app.json's `formation` (first deploy), else `web` 1 and the other types 0, as on Dokku;
+    types the image does not have are dropped."""
+    declared = declared_formation(release.app_json)
+    return {
+        t: wanted.get(t, declared.get(t, 1 if t == "web" else 0)) for t in release.process_types()
+    }
+
+
+MAX_DECLARED_QUANTITY = 100
+
+
+def declared_formation(app_json: dict) -> dict[str, int]:
+    """app.json `formation`: `{"web": {"quantity": 2}, "worker": {"quantity": 1}}`; entries
+    that are not whole numbers from 0 to 100 are ignored (the build already refused them)."""
+    formation = app_json.get("formation") if isinstance(app_json, dict) else None
+    found = {}
+    for process_type, entry in (formation or {}).items():
+        quantity = entry.get("quantity") if isinstance(entry, dict) else None
+        if type(quantity) is int and 0 <= quantity <= MAX_DECLARED_QUANTITY:
+            found[process_type] = quantity
+    return found

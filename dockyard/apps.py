@@ -1,19 +1,14 @@
-"""Apps, their owners and grants, and the hooks stages attach to an app's rename and destroy."""
+"""Apps, their owners and grants, as rows in state.db."""
 
 from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from dockyard.errors import Conflict, NotFound
 from dockyard.names import check_app_name
 from dockyard.state import StateStore
-
-if TYPE_CHECKING:
-    from dockyard.registry import Services
 
 
 @dataclass(frozen=True)
@@ -24,33 +19,13 @@ class App:
     created_at: float
 
 
-# Stages register what they keep outside state.db (repos, containers, nginx files) here;
-# the core calls them without knowing who they are. A rename hook runs after the new name
-# is committed; a destroy hook runs before the app's rows are deleted.
-RenameHook = Callable[["Services", str, str], None]
-DestroyHook = Callable[["Services", str], None]
-_rename_hooks: list[RenameHook] = []
-_destroy_hooks: list[DestroyHook] = []
-
-
-def on_rename(hook: RenameHook) -> RenameHook:
-    _rename_hooks.append(hook)
-    return hook
-
-
-def on_destroy(hook: DestroyHook) -> DestroyHook:
-    _destroy_hooks.append(hook)
-    return hook
-
-
 def _row_to_app(row: sqlite3.Row) -> App:
     return App(id=row["id"], name=row["name"], owner=row["owner"], created_at=row["created_at"])
 
 
 class AppStore:
-    def __init__(self, state: StateStore, services: Services | None = None) -> None:
+    def __init__(self, state: StateStore) -> None:
         self.state = state
-        self.services = services  # what the rename/destroy hooks act on
 
     def find(self, name: str) -> App | None:
         row = self.state.query_one("SELECT * FROM apps WHERE name = ?", (check_app_name(name),))
@@ -85,18 +60,11 @@ class AppStore:
                 conn.execute("UPDATE apps SET name = ? WHERE id = ?", (new, app.id))
         except sqlite3.IntegrityError:
             raise Conflict("Name is already taken") from None
-        if self.services is not None:
-            for hook in _rename_hooks:
-                hook(self.services, old, new)
         return self.get(new)
 
-    def destroy(self, name: str) -> None:
-        app = self.get(name)
-        # Outside resources first: if one of them fails, the app still exists and the
-        # destroy can be run again, instead of leaving containers nobody can name.
-        if self.services is not None:
-            for hook in _destroy_hooks:
-                hook(self.services, app.name)
+    def delete(self, app: App) -> None:
+        """Delete the app's rows (its other tables follow by ON DELETE CASCADE); what lives
+        outside state.db is `Services.destroy_app`'s to remove first."""
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM apps WHERE id = ?", (app.id,))
 

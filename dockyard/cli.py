@@ -16,10 +16,12 @@ import structlog
 import dockyard.commands  # noqa: F401  (registers apps:*, ssh-keys:*, acl:*, help)
 from dockyard import lifecycle
 from dockyard.access import LOCAL_ADMIN
+from dockyard.context import Context
 from dockyard.errors import DockyardError
 from dockyard.logs import configure_logging
 from dockyard.output import ERROR, Output
-from dockyard.registry import Context, Services, dispatch
+from dockyard.registry import dispatch
+from dockyard.services import Services
 from dockyard.settings import Settings
 
 # Each stage's commands module registers its commands (and hooks) on import.

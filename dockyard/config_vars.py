@@ -13,6 +13,10 @@ from dockyard.errors import UsageError
 from dockyard.names import check_config_key
 from dockyard.state import StateStore
 
+# The revision the running release was built from, as Dokku sets it; written when a release
+# goes live (never before), so it always names the code that runs.
+GIT_REV = "GIT_REV"
+
 
 class ConfigStore:
     def __init__(self, state: StateStore) -> None:
@@ -68,3 +72,10 @@ class ConfigStore:
                 if cur.rowcount:
                     removed.append(key)
         return removed
+
+    def replace(self, app: App, values: Mapping[str, str]) -> None:
+        """Make the app's own vars exactly `values` (a rollback, an undone change)."""
+        with self.state.transaction():
+            self.unset(app, [k for k in self.local(app) if k not in values])
+            if values:
+                self.set(app, values)

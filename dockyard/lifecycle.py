@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 if TYPE_CHECKING:
-    from dockyard.registry import Services
+    from dockyard.services import Services
 
 Hook = Callable[["Services"], Awaitable[None]]
 _start: list[Hook] = []

@@ -68,7 +68,7 @@ class Output:
             return
         self.heading(title)
         for label, value in rows:
-            self.line(f"{DETAIL}{(label + ':').ljust(REPORT_LABEL_WIDTH)} {_plain(value)}")
+            self.line(f"{DETAIL}{(label + ':').ljust(REPORT_LABEL_WIDTH)} {plain_value(value)}")
 
     def table(self, rows: Iterable[Sequence[str]]) -> None:
         rows = [list(r) for r in rows]
@@ -79,7 +79,7 @@ class Output:
             self.line("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
-def _plain(value: object) -> str:
+def plain_value(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if value is None:

@@ -12,10 +12,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from dockyard.apps import App
+from dockyard.config_vars import GIT_REV
 from dockyard.errors import DockyardError
 
 if TYPE_CHECKING:
-    from dockyard.registry import Context, Services
+    from dockyard.context import Context
+    from dockyard.services import Services
 
 
 class DeployFailed(DockyardError):
@@ -44,7 +46,7 @@ Pipeline = Callable[["Context", App, Source], None]
 
 
 def record_revision(ctx: Context, app: App, source: Source) -> None:
-    ctx.services.config.set(app, {"GIT_REV": source.revision})
+    ctx.services.config.set(app, {GIT_REV: source.revision})
     ctx.out.step(f"Recorded revision {source.revision[:12]} for {app.name}")
 
 
@@ -80,15 +82,18 @@ def current_source(services: Services, app: App) -> Source | None:
     return None
 
 
-# Other stages change what an app runs with (a linked database sets DATABASE_URL, a new
-# network) and then ask for a zero-downtime redeploy of the current release; the deployer
-# installs how. The caller holds the app's lock. Until a deployer is installed it does
-# nothing (nothing runs that could pick the change up).
-Redeployer = Callable[["Context", App, str], None]
+# Other stages change what an app runs with (config vars, a linked database's URL, a
+# network) and ask for a zero-downtime redeploy of the current release with the change;
+# the deployer installs how, and undoes the change if the switch fails. The caller holds
+# the app's lock. Until a deployer is installed only the change is made.
+Redeployer = Callable[["Context", App, str, "Callable[[], None] | None"], None]
 
 
-def _no_redeploy(ctx: Context, app: App, description: str) -> None:
-    return None
+def _no_redeploy(
+    ctx: Context, app: App, description: str, change: Callable[[], None] | None = None
+) -> None:
+    if change is not None:
+        change()
 
 
 _redeployer: Redeployer = _no_redeploy
@@ -99,9 +104,12 @@ def set_redeployer(redeployer: Redeployer) -> None:
     _redeployer = redeployer
 
 
-def redeploy(ctx: Context, app: App, description: str) -> None:
-    """Start the current release again with today's config and attachments (no build)."""
-    _redeployer(ctx, app, description)
+def redeploy(
+    ctx: Context, app: App, description: str, change: Callable[[], None] | None = None
+) -> None:
+    """Make `change`, then start the current release again with today's config and
+    attachments (no build); a failed switch undoes the change."""
+    _redeployer(ctx, app, description, change)
 
 
 # Docker networks an app's containers join besides its own: those of linked services and

@@ -8,26 +8,22 @@ register theirs with `@command(...)`; `dispatch` runs one, and is the single pla
 from __future__ import annotations
 
 import argparse
-import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import BinaryIO, NoReturn
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import NoReturn
 
 import structlog
 
-from dockyard.access import Access, Identity, check_access
-from dockyard.apps import App, AppStore
+from dockyard.access import Access, check_access
 from dockyard.bridge import ChannelClosed
-from dockyard.config_vars import ConfigStore
-from dockyard.errors import DockyardError, NotFound, UsageError
-from dockyard.keys import KeyStore
-from dockyard.locks import app_lock
-from dockyard.names import check_app_name
-from dockyard.output import Output
-from dockyard.properties import PropertyStore
-from dockyard.settings import Settings
-from dockyard.state import StateStore
+from dockyard.context import Context
+from dockyard.errors import DockyardError, UsageError
+from dockyard.services import Services
+
+__all__ = [
+    "COMMANDS", "Command", "CommandParser", "Context", "Services", "command", "dispatch",
+    "split_global",
+]  # fmt: skip
 
 log = structlog.get_logger("dockyard.registry")
 
@@ -57,66 +53,6 @@ def command(
         return handler
 
     return register
-
-
-class Services:
-    """The data dir, opened: every store a command may need."""
-
-    def __init__(self, settings: Settings) -> None:
-        settings.ensure_layout()
-        self.settings = settings
-        self.state = StateStore(settings.state_db)
-        self.apps = AppStore(self.state, services=self)
-        self.keys = KeyStore(settings.authorized_keys)
-        self.properties = PropertyStore(self.state)
-        self.config = ConfigStore(self.state)
-
-    @contextmanager
-    def hold(self, app: App) -> Iterator[App]:
-        """Hold `app`'s lock, re-reading it under the lock: a command that waited while the
-        app was renamed or destroyed must not carry on under a name that is no longer its."""
-        with app_lock(self.settings.locks_dir, app.name):
-            fresh = self.apps.find(app.name)
-            if fresh is None or fresh.id != app.id:
-                raise NotFound(f"App {app.name} was renamed or destroyed meanwhile")
-            yield fresh
-
-
-@dataclass
-class Context:
-    services: Services
-    identity: Identity
-    stdin: BinaryIO
-    stdout: BinaryIO
-    stderr: BinaryIO
-    out: Output
-    interactive: bool = False  # a pty was requested (`ssh -t`)
-    local: bool = False  # the local CLI, run by root on the server itself
-    command: str = ""
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-    def app(self, name: str, need: Access = Access.APP, action: str = "do this") -> App:
-        """The named app, if it exists and this key may manage it (or own it, for OWNER:
-        `action` then says what a grantee was refused)."""
-        app = self.services.apps.get(check_app_name(name))
-        grants = self.services.apps.grants(app)
-        check_access(self.identity, need, app.name, app.owner, grants, action=action)
-        return app
-
-    def target(self, app_name: str | None, is_global: bool, action: str) -> App | None:
-        """The app a settings command acts on, or None for `--global` (admins only)."""
-        if is_global:
-            self.require_admin(action)
-            return None
-        if not app_name:
-            raise UsageError("Give an app name, or --global")
-        return self.app(app_name)
-
-    def require_admin(self, action: str) -> None:
-        check_access(self.identity, Access.ADMIN, action=action)
-
-    def event(self, kind: str, app: str | None = None, detail: str = "") -> None:
-        self.services.state.record_event(self.identity.name, kind, app, detail)
 
 
 class CommandParser(argparse.ArgumentParser):

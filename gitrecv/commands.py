@@ -1,11 +1,11 @@
 """The git commands: `git-receive-pack`/`git-upload-pack` (what `git push`/`git clone` run
-over SSH), `git:set`, `git:report`, `repo:gc`, and the repo's part in app rename/destroy."""
+over SSH), `git:set`/`git:report` (derived from gitrecv.properties), `repo:gc`, and the
+repo's part in app rename/destroy."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
-import re
 import time
 from collections.abc import Callable
 from typing import BinaryIO
@@ -14,16 +14,21 @@ import structlog
 from dulwich.errors import GitProtocolError, HangupException
 from dulwich.gc import garbage_collect
 from dulwich.protocol import Protocol
-from dulwich.refs import check_ref_format
 from dulwich.repo import Repo
 
-from dockyard import apps as app_hooks
 from dockyard import pipeline
+from dockyard import services as app_hooks
 from dockyard.apps import App
 from dockyard.bridge import BlockingReader
-from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
+from dockyard.commands.apps import DISABLE_AUTOCREATION
+from dockyard.config_vars import GIT_REV
+from dockyard.context import Context
+from dockyard.errors import Conflict, DockyardError, NotFound
 from dockyard.output import Output
-from dockyard.registry import CommandParser, Context, Services, command, split_global
+from dockyard.property_commands import ReportRow, register_property_commands
+from dockyard.registry import CommandParser, command
+from dockyard.services import Services
+from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE
 from gitrecv.receive import DeployingReceivePackHandler, SingleRepoBackend
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
 from gitrecv.source import GitSource
@@ -31,47 +36,12 @@ from gitrecv.upload import ReusingUploadPackHandler
 
 log = structlog.get_logger("dockyard.gitrecv")
 
-DEPLOY_BRANCH = "git.deploy-branch"
-MAX_PUSH_SIZE = "git.max-push-size"
-DEPLOYED_REV = "git.deployed-rev"
-DEPLOYED_AT = "git.deployed-at"
-AUTOCREATION_DISABLED = "apps.disable-autocreation"
-DEFAULT_MAX_PUSH_SIZE = 1024**3
+DEPLOYED_AT = "git.deployed-at"  # recorded by the push, not a setting
 RECEIVE_IDLE_TIMEOUT = 300.0  # seconds a push may send nothing while it holds the app lock
-
-# `git:set` keys: which levels each may be set at.
-GIT_PROPERTIES = {
-    "deploy-branch": ("app", "global"),
-    "max-push-size": ("global",),
-    "gc-interval": ("global",),  # seconds between scheduled repacks of each repo
-}
-
-SIZE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)(?:I?B)?\s*$", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """`1048576`, `512K`, `100M`, `1G`, `2GiB` → bytes (binary multiples, as git does)."""
-    match = SIZE_RE.match(text)
-    if not match or int(match.group(1)) == 0:
-        raise UsageError(f"Invalid size {text!r}: use a positive number with K, M or G")
-    return int(match.group(1)) * SIZE_UNITS[match.group(2).upper()]
-
-
-def format_size(size: int) -> str:
-    for unit in ("T", "G", "M", "K"):
-        if size >= SIZE_UNITS[unit] and size % SIZE_UNITS[unit] == 0:
-            return f"{size // SIZE_UNITS[unit]}{unit}"
-    return str(size)
 
 
 def repo_store(services: Services) -> RepoStore:
     return RepoStore(services.settings.repos_dir)
-
-
-def max_push_size(services: Services) -> int:
-    value = services.properties.get(None, MAX_PUSH_SIZE)
-    return parse_size(value) if value else DEFAULT_MAX_PUSH_SIZE
 
 
 def _repo_argument(name: str, argv: list[str]) -> str:
@@ -89,7 +59,7 @@ class AppDeployTarget:
         self.repo = repo
 
     def deploy_branch(self) -> str | None:
-        return self.ctx.services.properties.get(self.app, DEPLOY_BRANCH)
+        return DEPLOY_BRANCH.local(self.ctx.services.properties, self.app) or None
 
     def deploy(self, branch: str, revision: str, progress: BinaryIO) -> None:
         properties = self.ctx.services.properties
@@ -103,9 +73,8 @@ class AppDeployTarget:
             out=Output(progress, progress, quiet=self.ctx.out.quiet),
         )
         pipeline.deploy(pipeline_ctx, self.app, GitSource(self.repo, revision))
-        if properties.get(self.app, DEPLOY_BRANCH) is None:
-            properties.set(self.app, DEPLOY_BRANCH, branch)
-        properties.set(self.app, DEPLOYED_REV, revision)
+        if not DEPLOY_BRANCH.raw(properties, self.app):
+            DEPLOY_BRANCH.set(properties, self.app, branch)
         properties.set(self.app, DEPLOYED_AT, str(time.time()))
         self.ctx.event("git:deploy", self.app.name, f"{branch} {revision}")
 
@@ -113,7 +82,7 @@ class AppDeployTarget:
 def _app_for_push(ctx: Context, name: str) -> App:
     services = ctx.services
     if services.apps.find(name) is None:
-        if services.properties.get(None, AUTOCREATION_DISABLED) == "true":
+        if DISABLE_AUTOCREATION.get(services.properties, None):
             raise NotFound(
                 f"App {name} does not exist, and pushing does not create apps here "
                 f"(apps:set --global disable-autocreation). Create it first: apps:create {name}"
@@ -145,7 +114,7 @@ def _speak_git(ctx: Context, session: Callable[[], None]) -> int | None:
 def receive_pack(ctx: Context, argv: list[str]) -> int | None:
     app = _app_for_push(ctx, _repo_argument("git-receive-pack", argv))
     services = ctx.services
-    limit = max_push_size(services)
+    limit = MAX_PUSH_SIZE.get(services.properties, None)
     # Held from before the ref advertisement to the end: a concurrent push to this app
     # waits, then sees the new tips and is refused as non-fast-forward by its own client.
     with services.hold(app) as app:
@@ -191,64 +160,20 @@ def upload_pack(ctx: Context, argv: list[str]) -> int | None:
         repo.close()
 
 
-@command(
-    "git:set",
-    "Set a git property (deploy-branch; global: deploy-branch, max-push-size, gc-interval)",
-    "(--global | APP) KEY [VALUE]",
-)
-def git_set(ctx: Context, argv: list[str]) -> None:
-    is_global, argv = split_global(argv)
-    parser = CommandParser("git:set")
-    if not is_global:
-        parser.add_argument("app", metavar="APP")
-    parser.add_argument("key", choices=sorted(GIT_PROPERTIES))
-    parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv)
-    app = ctx.target(getattr(args, "app", None), is_global, "change global git settings")
-    if ("global" if is_global else "app") not in GIT_PROPERTIES[args.key]:
-        raise UsageError(f"{args.key} can only be set with --global")
-    value = args.value
-    if (
-        value
-        and args.key == "deploy-branch"
-        and not check_ref_format(b"refs/heads/" + value.encode())
-    ):
-        raise UsageError(f"Invalid branch name {value!r}")
-    if value and args.key == "max-push-size":
-        value = format_size(parse_size(value))
-    if value and args.key == "gc-interval" and not (value.isdigit() and int(value) > 0):
-        raise UsageError(f"Invalid gc-interval {value!r}: a whole number of seconds")
-    ctx.services.properties.set(app, f"git.{args.key}", value)
-    ctx.out.step(
-        f"{'Setting' if value else 'Unsetting'} {args.key}{f' to {value}' if value else ''}"
-    )
-    ctx.event("git:set", app.name if app else None, f"{args.key}={value}")
-
-
-@command(
-    "git:report", "Show an app's deploy branch and last deployed revision", "APP [--format json]"
-)
-def git_report(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("git:report")
-    parser.add_argument("app")
-    parser.add_format()
-    args = parser.parse_args(argv)
-    app = ctx.app(args.app)
-    properties = ctx.services.properties
-    deployed_at = properties.get_local(app, DEPLOYED_AT)
-    rows = [
-        ("Git deploy branch", properties.get(app, DEPLOY_BRANCH) or ""),
-        ("Git global deploy branch", properties.get_local(None, DEPLOY_BRANCH) or ""),
-        ("Git last deployed rev", properties.get_local(app, DEPLOYED_REV) or ""),
-        (
-            "Git last deployed at",
-            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(deployed_at)))
-            if deployed_at
-            else "",
-        ),
-        ("Git max push size", format_size(max_push_size(ctx.services))),
+def _report_rows(ctx: Context, app: App, rows: list[ReportRow]) -> list[ReportRow]:
+    deployed_at = ctx.services.properties.get_local(app, DEPLOYED_AT)
+    return [
+        *rows,
+        ("Git last deployed rev", ctx.services.config.local(app).get(GIT_REV, "")),
+        ("Git last deployed at", _iso(float(deployed_at)) if deployed_at else ""),
     ]
-    ctx.out.report(f"{app.name} git information", rows, args.format)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+register_property_commands(GIT, report_rows=_report_rows)
 
 
 @command("repo:gc", "Repack an app's git repository", "APP")
@@ -279,9 +204,9 @@ def deploy_branch_source(services: Services, app: App) -> GitSource | None:
     """The deploy branch's tip, for a rebuild without a push (`ps:rebuild`).
 
     Called by the deployer with the app's lock already held, so it only reads."""
-    branch = services.properties.get(app, DEPLOY_BRANCH)
+    branch = DEPLOY_BRANCH.raw(services.properties, app)
     repo = repo_store(services).find(app) if branch else None
-    if repo is None or branch is None:
+    if repo is None or not branch:
         return None
     try:
         revision = repo.refs[b"refs/heads/" + branch.encode()]

@@ -20,15 +20,14 @@ from dockyard import lifecycle
 from dockyard.apps import App
 from dockyard.bridge import run_blocking
 from dockyard.locks import AppBusy, app_lock
+from gitrecv.properties import GC_INTERVAL
 from gitrecv.repos import RepoStore, remove_leftovers
 
 if TYPE_CHECKING:
-    from dockyard.registry import Services
+    from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.gitrecv")
 
-GC_INTERVAL = "git.gc-interval"
-DEFAULT_GC_INTERVAL = 24 * 3600
 # How often the schedule is looked at; the interval setting is re-read each time, so a
 # change takes effect without a restart.
 TICK = 1.0
@@ -37,8 +36,7 @@ LOCK_WAIT = 0.5
 
 
 def gc_interval(services: Services) -> float:
-    value = services.properties.get(None, GC_INTERVAL)
-    return float(value) if value and value.isdigit() and int(value) > 0 else DEFAULT_GC_INTERVAL
+    return float(GC_INTERVAL.get(services.properties, None))
 
 
 class RepoHousekeeper:

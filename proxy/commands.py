@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dockyard.access import Access
 from dockyard.apps import App
+from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
-from dockyard.registry import CommandParser, Context, command, split_global
+from dockyard.property_commands import ReportRow, register_property_commands
+from dockyard.registry import CommandParser, command
 from proxy import certs
+from proxy.properties import PROXY
 from proxy.render import listen_address
-from proxy.router import (
-    BODY_SIZE,
-    GLOBAL_DOMAIN,
-    MODE,
-    MODES,
-    SYSTEM_CONF_DIR,
-    Router,
-)
-from proxy.validate import check_body_size, check_conf_dir, check_domain
+from proxy.router import GLOBAL_DOMAIN, Router
+from proxy.validate import check_domain
 
 
 def _router(ctx: Context) -> Router:
@@ -240,67 +238,24 @@ def build_config(ctx: Context, argv: list[str]) -> None:
     _router(ctx).apply(force=True)
 
 
-@command("proxy:report", "Show how an app is routed", "APP [--format json]")
-def proxy_report(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("proxy:report")
-    parser.add_argument("app")
-    parser.add_format()
-    args = parser.parse_args(argv)
-    app = ctx.app(args.app)
+def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[ReportRow]:
     router = _router(ctx)
     upstreams = router.store.upstreams(app)
-    rows: list[tuple[str, object]] = [
+    return [
         ("Proxy enabled", bool(upstreams)),
         ("Proxy type", "nginx"),
-        ("Proxy mode", router.mode()),
         ("Proxy upstreams", upstreams),
         ("Proxy urls", router.urls(app)),
-        ("Proxy client max body size", router.body_size(app)),
+        *settings,
         ("Proxy http listen", listen_address(router.http_listen())),
         ("Proxy https listen", listen_address(router.https_listen())),
         ("Proxy config", str(router.paths.conf)),
         ("Proxy nginx pid", router.master.pid() or ""),
     ]
-    ctx.out.report(f"{app.name} proxy information", rows, args.format)
 
 
-APP_KEYS = {"client-max-body-size": BODY_SIZE}
-GLOBAL_KEYS = {**APP_KEYS, "mode": MODE, "system-conf-dir": SYSTEM_CONF_DIR}
+def _apply(ctx: Context, change: Callable[[], None]) -> None:
+    _router(ctx).apply(change)
 
 
-def _check_setting(key: str, value: str) -> str:
-    if not value:
-        return value
-    if key == "client-max-body-size":
-        return check_body_size(value)
-    if key == "mode":
-        if value not in MODES:
-            raise UsageError(f"mode is one of: {', '.join(MODES)}")
-        return value
-    return str(check_conf_dir(value))
-
-
-@command(
-    "proxy:set", "Set a proxy property (client-max-body-size; global: mode, system-conf-dir)",
-    "APP|--global KEY [VALUE]",
-)  # fmt: skip
-def proxy_set(ctx: Context, argv: list[str]) -> None:
-    is_global, argv = split_global(argv)
-    parser = CommandParser("proxy:set")
-    if not is_global:
-        parser.add_argument("app", metavar="APP|--global")
-    parser.add_argument("key", choices=sorted(GLOBAL_KEYS))
-    parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv)
-    app = ctx.target(getattr(args, "app", None), is_global, "change global proxy settings")
-    if app is not None and args.key not in APP_KEYS:
-        raise UsageError(f"{args.key} is a global setting: proxy:set --global {args.key} …")
-    value = _check_setting(args.key, args.value)
-    router = _router(ctx)
-    router.apply(lambda: ctx.services.properties.set(app, GLOBAL_KEYS[args.key], value))
-    where = app.name if app else "global"
-    if value:
-        ctx.out.step(f"Setting {args.key} to {value} ({where})")
-    else:
-        ctx.out.step(f"Unsetting {args.key} ({where})")
-    ctx.event("proxy:set", app.name if app else None, f"{args.key}={value}")
+register_property_commands(PROXY, report_rows=_report_rows, apply=_apply)

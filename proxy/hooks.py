@@ -12,10 +12,11 @@ import asyncio
 
 import structlog
 
-from dockyard import apps, lifecycle
+from dockyard import lifecycle
+from dockyard import services as app_hooks
 from dockyard.bridge import run_blocking
 from dockyard.errors import DockyardError
-from dockyard.registry import Services
+from dockyard.services import Services
 from proxy import certs
 from proxy.router import Router
 
@@ -49,7 +50,7 @@ async def _watch(services: Services) -> None:
             log.exception("nginx watchdog failed")
 
 
-@apps.on_destroy
+@app_hooks.on_destroy
 def forget_app(services: Services, name: str) -> None:
     app = services.apps.get(name)
     router = Router(services)
@@ -60,7 +61,7 @@ def forget_app(services: Services, name: str) -> None:
     certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
 
 
-@apps.on_rename
+@app_hooks.on_rename
 def rename_app(services: Services, old: str, new: str) -> None:
     router = Router(services)
     # The server block's names follow the app's new name. With no nginx running (no server

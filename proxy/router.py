@@ -19,10 +19,11 @@ from pathlib import Path
 import structlog
 
 from dockyard.apps import App
-from dockyard.registry import Services
+from dockyard.services import Services
 from dockyard.settings import parse_listen
 from proxy import certs
 from proxy.nginx import NginxError, NginxMaster, SystemNginx
+from proxy.properties import BODY_SIZE, MODE, MODE_SYSTEM, SYSTEM_CONF_DIR
 from proxy.render import (
     HTTP_DEFAULT_PORT,
     HTTPS_DEFAULT_PORT,
@@ -36,26 +37,17 @@ from proxy.render import (
     render_upgrade_map,
 )
 from proxy.store import RouteStore
-from proxy.validate import check_conf_dir
 
 log = structlog.get_logger("proxy")
 
 # Property keys (namespaced "proxy.").
 GLOBAL_DOMAIN = "proxy.global-domain"
-BODY_SIZE = "proxy.client-max-body-size"
-MODE = "proxy.mode"
-SYSTEM_CONF_DIR = "proxy.system-conf-dir"
 # Where `dockyard serve` listens, recorded at its start: a local CLI run does not get the
 # server's --http-listen flags, yet must render the same listen directives.
 HTTP_LISTEN = "proxy.http-listen"
 HTTPS_LISTEN = "proxy.https-listen"
 
 DEFAULT_GLOBAL_DOMAIN = "localhost"
-DEFAULT_BODY_SIZE = "1m"
-MODE_OWN = "dockyard"
-MODE_SYSTEM = "system"
-MODES = (MODE_OWN, MODE_SYSTEM)
-DEFAULT_SYSTEM_CONF_DIR = "/etc/nginx/conf.d"
 SYSTEM_FILE_PREFIX = "dockyard-"
 # Outside the per-app pattern, so no app name can collide with it.
 SYSTEM_COMMON_FILE = "dockyard.conf"
@@ -95,11 +87,10 @@ class Router:
 
     # Settings
     def mode(self) -> str:
-        return self.services.properties.get(None, MODE, MODE_OWN) or MODE_OWN
+        return MODE.get(self.services.properties, None)
 
     def system_conf_dir(self) -> Path:
-        value = self.services.properties.get(None, SYSTEM_CONF_DIR, DEFAULT_SYSTEM_CONF_DIR)
-        return check_conf_dir(value or DEFAULT_SYSTEM_CONF_DIR)
+        return Path(SYSTEM_CONF_DIR.get(self.services.properties, None))
 
     def global_domain(self) -> str:
         return (
@@ -116,7 +107,7 @@ class Router:
         return names
 
     def body_size(self, app: App) -> str:
-        return self.services.properties.get(app, BODY_SIZE, DEFAULT_BODY_SIZE) or DEFAULT_BODY_SIZE
+        return BODY_SIZE.get(self.services.properties, app)
 
     def cert_dir_name(self, app: App) -> str:
         # Keyed by the app's id, not its name: a rename then never leaves nginx pointing

@@ -29,7 +29,7 @@ import structlog
 from dockyard.access import Identity
 from dockyard.bridge import run_blocking
 from dockyard.keys import KeyEntry
-from dockyard.registry import Services
+from dockyard.services import Services
 from sshd.hostkeys import load_or_create_host_keys
 from sshd.session import handle_process
 from sshd.tcp import acknowledge_promptly

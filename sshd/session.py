@@ -12,8 +12,10 @@ import structlog
 
 from dockyard.access import Identity
 from dockyard.bridge import BlockingReader, BlockingWriter, ChannelClosed, run_blocking
+from dockyard.context import Context
 from dockyard.output import ERROR, Output
-from dockyard.registry import Context, Services, dispatch
+from dockyard.registry import dispatch
+from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.sshd")
 

@@ -20,8 +20,8 @@ import time
 import gitrecv.commands
 from dockyard import cli, pipeline
 from dockyard.apps import App
+from dockyard.context import Context
 from dockyard.pipeline import DeployFailed, Source
-from dockyard.registry import Context
 
 SCRIPT_FILE = ".pipeline"
 # Short enough for a test to watch a stalled push be cut off.

@@ -20,10 +20,12 @@ import builder
 from builder.build import image_tags, remove_app_images
 from builder.context import make_context
 from builder.detect import LOOKED_FOR, BaseImages, Kind, detect
-from builder.store import BuilderSettings
+from builder.properties import BASE_IMAGES, BUILD_ARG
 from dockyard.access import LOCAL_ADMIN
+from dockyard.context import Context
 from dockyard.output import Output
-from dockyard.registry import Context, Services, dispatch
+from dockyard.registry import dispatch
+from dockyard.services import Services
 from dockyard.settings import Settings
 
 BUSYBOX = "dockyard-base/busybox:latest"
@@ -198,14 +200,13 @@ def services(tmp_path: Path, docker_engine) -> Services:  # noqa: ANN001
     for image in (BUSYBOX, PYTHON):
         docker_engine.images.get(image)  # fails loudly when the base images are missing
     svc = Services(Settings(data_dir=tmp_path / "data"))
-    props = BuilderSettings(svc.properties)
-    for key, image in (
-        ("base-python", PYTHON),
-        ("base-node", PYTHON),
-        ("base-static", BUSYBOX),
-        ("base-procfile", BUSYBOX),
+    for kind, image in (
+        ("python", PYTHON),
+        ("node", PYTHON),
+        ("static", BUSYBOX),
+        ("procfile", BUSYBOX),
     ):
-        props.set(None, key, image)
+        BASE_IMAGES[kind].set(svc.properties, None, image)
     return svc
 
 
@@ -272,7 +273,7 @@ def test_dockerfile_app_builds_with_build_args_and_runs(services, app, docker_en
     assert report["builder-build-args"] == ["GREETING"] and "hi there" not in json.dumps(report)
     assert report["builder-base-python"] == PYTHON
     run_command(services, "builder:set", app.name, "build-arg", "GREETING=")
-    assert BuilderSettings(services.properties).build_args(app) == {}
+    assert BUILD_ARG.get(services.properties, app) == {}
 
 
 def test_python_app_runs_procfile_web_and_reuses_the_install_layer(
@@ -340,7 +341,7 @@ def test_failing_build_raises_after_streaming_and_logging(services, app) -> None
 def test_unmatched_app_and_missing_base_are_refused(services, app) -> None:  # noqa: ANN001
     with pytest.raises(builder.BuildFailed, match="Procfile"):
         builder.build_image(services, app, FakeSource({"README.md": "hi"}), capture()[0])
-    BuilderSettings(services.properties).set(app, "base-static", "dockyard/nonexistent:1")
+    BASE_IMAGES["static"].set(services.properties, app, "dockyard/nonexistent:1")
     with pytest.raises(builder.BuildFailed, match="never pulled.*base-static"):
         builder.build_image(services, app, FakeSource({"index.html": "x"}), capture()[0])
     statuses = json.loads(run_command(services, "builds:list", app.name, "--format", "json")[1])
@@ -369,13 +370,13 @@ def test_prune_keeps_the_given_releases_and_rename_destroy_follow(
     assert left == sorted([tags[2], f"dockyard/{app.name}:latest"])
 
     new = f"{app.name}-x"
-    services.apps.rename(app.name, new)
+    services.rename_app(app.name, new)
     assert image_tags(app.name) == []
     assert sorted(t for t, _ in image_tags(new)) == [f"dockyard/{new}:3", f"dockyard/{new}:latest"]
     assert (services.settings.builds_dir / new / "3.log").is_file()
     # A tag recorded under the old name still protects its retagged image.
     assert builder.prune_images(services, new, {tags[2]}) == []
-    services.apps.destroy(new)
+    services.destroy_app(new)
     assert image_tags(new) == []
     assert not (services.settings.builds_dir / new).exists()
 

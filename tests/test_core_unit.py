@@ -300,7 +300,7 @@ def test_app_destroy_cascades(tmp_path: Path) -> None:
     app = apps.create("web", "alice")
     apps.grant(app, "bob")
     ConfigStore(state).set(app, {"K": "v"})
-    apps.destroy("web")
+    apps.delete(app)
     assert state.query("SELECT * FROM acl") == []
     assert state.query("SELECT * FROM app_config") == []
 
@@ -408,7 +408,7 @@ class FakeSSHConnection:
 
 
 def front_door(tmp_path: Path, pubkeys: list[str]) -> tuple[object, FakeSSHConnection]:
-    from dockyard.registry import Services
+    from dockyard.services import Services
     from sshd.server import ConnectionTable, FrontDoorConnection, FrontDoorLimits
 
     services = Services(Settings(data_dir=tmp_path / "data"))

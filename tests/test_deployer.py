@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deployer.applogs import format_line
-from deployer.commands import _rollback_target
+from deployer.commands.releases import _rollback_target
 from deployer.containers import list_containers, parse_restart_policy
 from deployer.deploy import container_port
 from deployer.healthchecks import DEFAULT_CHECK, checks_for

@@ -628,7 +628,7 @@ class InProcessFrontDoor:
         import asyncio
 
         import dockyard.commands  # noqa: F401  (registers version, apps:*)
-        from dockyard.registry import Services
+        from dockyard.services import Services
         from dockyard.settings import Settings
         from sshd import start_server as start_front_door
 

@@ -26,9 +26,11 @@ from hypothesis import strategies as st
 
 from dockyard import pipeline
 from dockyard.access import Identity
+from dockyard.context import Context
 from dockyard.errors import DockyardError
 from dockyard.output import ERROR, Output
-from dockyard.registry import COMMANDS, Context, Services, dispatch
+from dockyard.registry import COMMANDS, dispatch
+from dockyard.services import Services
 from dockyard.settings import Settings
 from tests.conftest import free_port, remove_leftovers_of
 

@@ -20,7 +20,7 @@ import pytest
 
 import gitrecv  # noqa: F401  (registers the deploy branch as the rebuild source)
 from dockyard.pipeline import current_source
-from dockyard.registry import Services
+from dockyard.services import Services
 from dockyard.settings import Settings
 from tests.conftest import (
     DockyardServer,

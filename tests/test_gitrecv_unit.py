@@ -14,7 +14,7 @@ import pytest
 from dulwich.repo import Repo
 
 from dockyard.errors import UsageError
-from gitrecv.commands import format_size, parse_size
+from gitrecv.properties import format_size, parse_size
 from gitrecv.receive import ProgressChannel, PushTooLarge, SizeLimitedReader
 from gitrecv.repos import app_name_from_repo_path
 from gitrecv.source import GitSource

@@ -28,11 +28,12 @@ from cryptography.x509.oid import NameOID
 
 import proxy
 from dockyard.errors import DockyardError, UsageError
-from dockyard.registry import Services
+from dockyard.services import Services
 from dockyard.settings import Settings
 from proxy.nginx import NginxMaster
+from proxy.properties import SYSTEM_CONF_DIR
 from proxy.render import AppRoute, CertPaths, Listen, render_server_block
-from proxy.router import DEFAULT_SYSTEM_CONF_DIR, SYSTEM_CONF_DIR, Router, system_conf_path
+from proxy.router import Router, system_conf_path
 from proxy.validate import check_body_size, check_domain, check_upstream
 from tests.conftest import DockyardServer, free_port, start_server, stop_server
 
@@ -112,8 +113,8 @@ def test_system_mode_path_selection(tmp_path: Path) -> None:
     )
     services = Services(Settings(data_dir=tmp_path / "data"))
     router = Router(services)
-    assert router.system_conf_dir() == Path(DEFAULT_SYSTEM_CONF_DIR)
-    services.properties.set(None, SYSTEM_CONF_DIR, "/srv/nginx/sites")
+    assert router.system_conf_dir() == Path(SYSTEM_CONF_DIR.default)
+    SYSTEM_CONF_DIR.set(services.properties, None, "/srv/nginx/sites")
     assert router.system_conf_dir() == Path("/srv/nginx/sites")
 
 
@@ -391,8 +392,9 @@ def test_websocket_upgrade_through_the_proxy(proxied: Services) -> None:
 
 def test_body_size_limit_and_validation(proxied: Services, upstream_factory) -> None:
     from dockyard.access import LOCAL_ADMIN
+    from dockyard.context import Context
     from dockyard.output import Output
-    from dockyard.registry import Context, dispatch
+    from dockyard.registry import dispatch
 
     port = proxied.settings.http_listen[1]
     proxied.apps.create("up", "admin")

@@ -1,3 +1,3 @@
-"""The core's own command groups, one module each (apps, keys, acl, help)."""
+"""The core's own command groups, one module each."""
 
-from dockyard.commands import acl, apps, backup, doctor, events, help, keys  # noqa: F401  (registration)
+from dockyard.commands import acl, apps, backup, config, doctor, events, help, keys  # noqa: F401  (registration)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dockyard.access import Access
 from dockyard.apps import App
+from dockyard.context import Context
 from dockyard.errors import NotFound
-from dockyard.registry import CommandParser, Context, command
+from dockyard.registry import CommandParser, command
 
 
 def _app_and_key(ctx: Context, name: str, argv: list[str]) -> tuple[App, str]:

@@ -6,15 +6,21 @@ import time
 from contextlib import ExitStack
 
 from dockyard.access import Access, can_see
+from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.locks import app_lock
 from dockyard.names import check_app_name
-from dockyard.registry import CommandParser, Context, command
+from dockyard.properties import BOOLEAN, Level, PropertyGroup
+from dockyard.property_commands import register_property_commands
+from dockyard.registry import CommandParser, command
 
-# Global switches `apps:set --global KEY VALUE` knows, with their meaning.
-APP_PROPERTIES = {
-    "disable-autocreation": "refuse pushes to apps that do not exist yet (true/false)",
-}
+APPS = PropertyGroup("apps")
+DISABLE_AUTOCREATION = APPS.declare(
+    "disable-autocreation", BOOLEAN, lambda v: v == "true", default="false",
+    levels=Level.GLOBAL, help="refuse pushes to apps that do not exist yet",
+)  # fmt: skip
+# apps:report is the app's own (owner, grants); the setting shows in `apps:set`'s echo.
+register_property_commands(APPS, with_report=False)
 
 
 @command("apps:create", "Create a new app", "APP", access=Access.ANYONE)
@@ -91,7 +97,7 @@ def rename(ctx: Context, argv: list[str]) -> None:
             else:
                 app = locks.enter_context(ctx.services.hold(app))
         ctx.out.step(f"Renaming {app.name} to {new}")
-        ctx.services.apps.rename(app.name, new)
+        ctx.services.rename_app(app.name, new)
     ctx.event("apps:rename", new, f"from {app.name}")
 
 
@@ -110,22 +116,5 @@ def destroy(ctx: Context, argv: list[str]) -> None:
         )
     with ctx.services.hold(app) as app:
         ctx.out.step(f"Destroying {app.name} (including all add-ons)")
-        ctx.services.apps.destroy(app.name)
+        ctx.services.destroy_app(app.name)
     ctx.event("apps:destroy", app.name)
-
-
-@command(
-    "apps:set", "Set an app switch (global: disable-autocreation)", "--global KEY [VALUE]",
-    access=Access.ADMIN,
-)
-def set_(ctx: Context, argv: list[str]) -> None:
-    parser = CommandParser("apps:set")
-    parser.add_argument("--global", dest="global_", action="store_true", required=True)
-    parser.add_argument("key", choices=sorted(APP_PROPERTIES))
-    parser.add_argument("value", nargs="?", default="")
-    args = parser.parse_args(argv)
-    if args.value not in ("", "true", "false"):
-        raise UsageError(f"{args.key} takes true or false")
-    ctx.services.properties.set(None, f"apps.{args.key}", args.value)
-    ctx.out.step(f"{'Setting' if args.value else 'Unsetting'} {args.key}")
-    ctx.event("apps:set", None, f"{args.key}={args.value}")

@@ -12,7 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dockyard.access import Access
-from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.context import Context
+from dockyard.registry import CommandParser, command
+from dockyard.services import Services
 
 MIN_FREE_BYTES = 2 * 1024**3
 MAX_CLOCK_SKEW = 5.0

@@ -8,7 +8,9 @@ import time
 from dockyard import lifecycle
 from dockyard.access import Access
 from dockyard.bridge import run_blocking
-from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.context import Context
+from dockyard.registry import CommandParser, command
+from dockyard.services import Services
 from dockyard.state import StateStore
 
 KEEP_EVENTS = 100_000  # the newest; a brute force alone adds a few a second

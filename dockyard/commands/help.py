@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dockyard import __version__
 from dockyard.access import Access
+from dockyard.context import Context
 from dockyard.errors import UsageError
-from dockyard.registry import COMMANDS, CommandParser, Context, command
+from dockyard.registry import COMMANDS, CommandParser, command
 
 HELP_COLUMN = 44
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dockyard.access import Access
+from dockyard.context import Context
 from dockyard.errors import UsageError
-from dockyard.registry import CommandParser, Context, command
+from dockyard.registry import CommandParser, command
 
 MAX_KEY_BYTES = 16 * 1024
 

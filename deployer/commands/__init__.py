@@ -1,0 +1,6 @@
+"""The deployer's command groups, one module each: `releases*`, `ps:*`, `run`, `logs`,
+`checks:*`, `resource:*`. Those that redeploy hold the app's lock around their work.
+(`config:*` lives beside the config store in the core and reaches the deployer through
+`dockyard.pipeline.redeploy`.)"""
+
+from deployer.commands import checks, logs, ps, releases, resource, run  # noqa: F401

@@ -1,0 +1,32 @@
+"""The proxy's settings, declared once (`proxy:set`, `proxy:report` come from these).
+Every change goes through `Router.apply`: rendered, tested by nginx, then swapped in."""
+
+from __future__ import annotations
+
+from dockyard.properties import BadValue, Level, PropertyGroup
+from proxy.validate import check_body_size, check_conf_dir
+
+MODE_OWN = "dockyard"
+MODE_SYSTEM = "system"
+MODES = (MODE_OWN, MODE_SYSTEM)
+
+
+def _mode(value: str) -> str:
+    if value not in MODES:
+        raise BadValue(f"is one of: {', '.join(MODES)}")
+    return value
+
+
+PROXY = PropertyGroup("proxy")
+BODY_SIZE = PROXY.declare(
+    "client-max-body-size", check_body_size, default="1m",
+    help="largest request body nginx passes on (10m; 0: no limit)",
+)  # fmt: skip
+MODE = PROXY.declare(
+    "mode", _mode, default=MODE_OWN, levels=Level.GLOBAL,
+    help="`dockyard`: Dockyard's own nginx master; `system`: files in the system nginx",
+)  # fmt: skip
+SYSTEM_CONF_DIR = PROXY.declare(
+    "system-conf-dir", lambda v: str(check_conf_dir(v)), default="/etc/nginx/conf.d",
+    levels=Level.GLOBAL, help="where mode `system` writes its server blocks",
+)  # fmt: skip
