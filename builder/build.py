@@ -17,13 +17,15 @@ import docker.errors
 import requests
 import structlog
 
-from builder import engine
+from builder import engine, runtimes
 from builder.context import make_context
-from builder.detect import DOCKERFILE, Kind, detect
+from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
 from builder.isolation import check_image_sources, image_references
+from builder.languages.base import Language, Tree
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
-from builder.properties import BUILD_ARG, base_images
+from builder.properties import BUILD_ARG, configured_base
+from builder.runtimes import LocalImage, Runtime
 from builder.store import BuildStore, Status, build_log_path
 from dockyard.apps import App
 from dockyard.errors import DockyardError
@@ -97,43 +99,17 @@ def build_image(
     record = store.start(app, source.revision)
     log_path = build_log_path(services.settings, app.name, record.build_id)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    status, kind, image_id = Status.FAILED, "", ""
+    status, plan, image_id = Status.FAILED, None, ""
     started = time.monotonic()
     with open(log_path, "w", encoding="utf-8", errors="replace") as log_file:
         output = BuildOutput(out, log_file)
+        job = _BuildJob(services, app, source, output, build_args_extra or {})
         try:
-            procfile = parse_procfile(source.read_file(PROCFILE))
-            app_json = parse_app_json(source.read_file(APP_JSON))
-            build_args = {**BUILD_ARG.get(services.properties, app), **(build_args_extra or {})}
-            bases = base_images(services.properties, app)
-            own_dockerfile = source.read_file(DOCKERFILE)
-            if own_dockerfile is not None:
-                refs = image_references(own_dockerfile.decode("utf-8", "replace"), build_args)
-                check_image_sources(refs, app.name, engine.resolve_image, engine.app_images)
-            ctx = make_context(
-                source,
-                lambda ca_path: detect(source.read_file, bases, procfile, ca_path),
-                services.settings.builds_dir / ".tmp",
-            )
-            kind = ctx.plan.kind
-            try:
-                _require_local_base(ctx.plan.base_image, kind)
-                if ctx.plan.base_image:
-                    check_image_sources(
-                        [ctx.plan.base_image], app.name, engine.resolve_image, engine.app_images
-                    )
-                what = "Dockerfile" if kind == Kind.DOCKERFILE else f"detected {kind} app"
-                out.step(f"Building {app.name} from {what}")
-                output.note(f"Building {app.name} from {what} at {source.revision}")
-                tag = f"{image_repo(app.name)}:{record.build_id}"
-                image_id = _run_build(ctx.fileobj, ctx.dockerfile, tag, build_args, output)
-            finally:
-                ctx.close()
-            api = engine.api()
-            inspect = api.inspect_image(image_id)
+            plan, image_id = job.run(f"{image_repo(app.name)}:{record.build_id}")
+            inspect = engine.api().inspect_image(image_id)
             image_id = inspect["Id"]  # the legacy builder reports only a short id
-            api.tag(image_id, image_repo(app.name), LATEST, force=True)
-            exposed = _exposed_ports(inspect)
+            engine.api().tag(image_id, image_repo(app.name), record.build_id, force=True)
+            engine.api().tag(image_id, image_repo(app.name), LATEST, force=True)
             status = Status.SUCCEEDED
         except BuildFailed as exc:
             output.close()
@@ -144,26 +120,87 @@ def build_image(
             output.note(f"Build failed: {exc}")
             raise BuildFailed(f"Docker engine error while building {app.name}: {exc}") from exc
         finally:
-            store.finish(app, record.number, status, kind, image_id)
+            store.finish(app, record.number, status, plan.kind if plan else "", image_id)
             log.info(
                 "build finished", app=app.name, build=record.build_id, status=status,
                 seconds=round(time.monotonic() - started, 2),
             )  # fmt: skip
-    return BuiltImage(tag, image_id, exposed, procfile, app_json, record.build_id)
+    tag = f"{image_repo(app.name)}:{record.build_id}"
+    return BuiltImage(
+        tag, image_id, _exposed_ports(inspect), {**job.procfile}, job.app_json, record.build_id
+    )
 
 
-def _require_local_base(base: str | None, kind: str) -> None:
-    """Nothing is pulled: a missing base image fails at once with the setting to change."""
-    if base is None:
-        return
-    try:
-        engine.api().inspect_image(base)
-    except docker.errors.ImageNotFound:
-        raise BuildFailed(
-            f"Base image {base} for {kind} apps is not available on this host and is never "
-            f"pulled; build it locally or choose another with "
-            f"`builder:set APP base-{kind} IMAGE`"
-        ) from None
+class _BuildJob:
+    """One build, step by step: read the declarations, check the images the build may
+    use, plan, get the runtime images, build, then run the post-build step."""
+
+    def __init__(
+        self, services: Services, app: App, source: Source, output: BuildOutput,
+        build_args_extra: dict[str, str],
+    ) -> None:  # fmt: skip
+        self.services = services
+        self.app = app
+        self.source = source
+        self.output = output
+        self.procfile = parse_procfile(source.read_file(PROCFILE))
+        self.app_json = parse_app_json(source.read_file(APP_JSON))
+        self.build_args = {**BUILD_ARG.get(services.properties, app), **build_args_extra}
+        self.config = services.config.effective(app)
+        self.local: dict[str, list[LocalImage]] = {}
+
+    def run(self, tag: str) -> tuple[BuildPlan, str]:
+        own_dockerfile = self.source.read_file(DOCKERFILE)
+        if own_dockerfile is not None:
+            refs = image_references(own_dockerfile.decode("utf-8", "replace"), self.build_args)
+            self.check_images(refs)
+        ctx = make_context(self.source, self.plan, self.services.settings.builds_dir / ".tmp")
+        try:
+            plan = ctx.plan
+            what = f"{self.app.name} from {plan.title}"
+            self.output.out.step(f"Building {what}")
+            self.output.note(f"Building {what} at {self.source.revision}")
+            self.check_images([r.image for r in plan.runtimes])
+            for runtime in plan.runtimes:
+                self.ensure(runtime)
+            image_id = _run_build(ctx.fileobj, ctx.dockerfile, tag, self.build_args, self.output)
+        finally:
+            ctx.close()
+        if plan.after_build:
+            self.output.out.step(f"Running {' '.join(plan.after_build)}")
+            image_id = engine.run_and_commit(
+                image_id, plan.after_build, self.config, self.output.line
+            )
+        return plan, image_id
+
+    def plan(self, ca_path: str | None, names: list[str]) -> BuildPlan:
+        tree = make_tree(self.source.read_file, names)
+        return plan_build(tree, self.procfile, self.find_runtime, ca_path, self.config)
+
+    def find_runtime(self, language: Language, tree: Tree) -> Runtime:
+        configured = configured_base(self.services.properties, self.app, language.name)
+        return runtimes.resolve(
+            language.name, language.version_request(tree), configured, self.local_images(language)
+        )
+
+    def local_images(self, language: Language) -> list[LocalImage]:
+        if language.name not in self.local:
+            self.local[language.name] = runtimes.local_images(engine.images_labelled, language.name)
+        return self.local[language.name]
+
+    def check_images(self, refs: list[str]) -> None:
+        check_image_sources(refs, self.app.name, engine.resolve_image, engine.app_images)
+
+    def ensure(self, runtime: Runtime) -> None:
+        """A runtime image missing from this host is pulled, with progress in the push."""
+        if engine.has_image(runtime.image):
+            return
+        self.output.out.step(f"Pulling {runtime.image}")
+        try:
+            engine.pull(runtime.image, self.output.line)
+        except engine.PullFailed as exc:
+            local = self.local.get(runtime.language, [])
+            raise runtimes.unavailable(runtime, local, str(exc)) from None
 
 
 def _run_build(

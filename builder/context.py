@@ -77,12 +77,13 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def make_context(
     source: Source,
-    plan_for: Callable[[str | None], BuildPlan],
+    plan_for: Callable[[str | None, list[str]], BuildPlan],
     spool_dir: Path,
     host_ca: Path = HOST_CA_BUNDLE,
 ) -> BuildContext:
-    """Spool the source tar to disk, decide the plan (given where a CA bundle would sit),
-    then produce the final context: filtered by .dockerignore, with generated files added."""
+    """Spool the source tar to disk, decide the plan (given where a CA bundle would sit and
+    every path in the tree), then produce the final context: filtered by .dockerignore,
+    with generated files added."""
     spool_dir.mkdir(parents=True, exist_ok=True)
     spooled = tempfile.TemporaryFile(dir=spool_dir)
     try:
@@ -92,7 +93,7 @@ def make_context(
             names = {_norm(m.name) for m in tar.getmembers()}
         generated = _free_dir(names)
         ca_path = f"{generated}/ca.crt" if host_ca.is_file() else None
-        plan = plan_for(ca_path)
+        plan = plan_for(ca_path, sorted(names))
         extras: dict[str, bytes] = {}
         dockerfile = None
         if plan.dockerfile is not None:

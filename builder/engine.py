@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 
 import docker
 import docker.errors
@@ -49,3 +50,80 @@ def app_images() -> dict[str, str]:
             if repo.startswith(APP_IMAGE_NAMESPACE):
                 owners[image["Id"]] = repo[len(APP_IMAGE_NAMESPACE) :]
     return owners
+
+
+def has_image(ref: str) -> bool:
+    try:
+        api().inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return False
+    return True
+
+
+def images_labelled(label: str) -> list[dict]:
+    return api().images(filters={"label": label})
+
+
+# Pull progress: one line per layer state change, not the byte counters.
+PULL_STATES = ("Pulling from", "Pull complete", "Already exists", "Digest:", "Status:")
+
+
+def pull(ref: str, line: Callable[[str], None]) -> None:
+    """Pull `ref`, reporting progress line by line; raises PullFailed with the engine's
+    reason."""
+    repo, tag = _split_tag(ref)
+    try:
+        for event in api().pull(repo, tag=tag, stream=True, decode=True):
+            if "error" in event:
+                raise PullFailed(str(event["error"]).strip())
+            status = str(event.get("status", ""))
+            if status.startswith(PULL_STATES):
+                layer = event.get("id")
+                line(f"{layer}: {status}" if layer and not status.startswith("Pulling") else status)
+    except docker.errors.APIError as exc:
+        raise PullFailed(str(exc.explanation or exc)) from None
+    if not has_image(ref):
+        raise PullFailed("the engine reported no image")
+
+
+class PullFailed(Exception):
+    pass
+
+
+def _split_tag(ref: str) -> tuple[str, str | None]:
+    if "@" in ref:
+        return ref, None
+    repo, sep, tag = ref.rpartition(":")
+    if sep and "/" not in tag:
+        return repo, tag
+    return ref, "latest"
+
+
+def run_and_commit(
+    image_id: str, argv: list[str], environment: dict[str, str], line: Callable[[str], None]
+) -> str:
+    """Run `argv` in a container of `image_id` with `environment`, and return a new image
+    holding its file changes. The new image keeps the original's own config: the
+    environment the step ran with (the app's config vars, often secrets) is not baked in."""
+    client = api()
+    created = client.create_container(
+        image_id, command=argv, environment=environment,
+        host_config=client.create_host_config(init=True),
+    )  # fmt: skip
+    container_id = created["Id"]
+    try:
+        client.start(container_id)
+        partial = ""
+        for chunk in client.logs(container_id, stream=True, follow=True):
+            *lines, partial = (partial + chunk.decode("utf-8", "replace")).split("\n")
+            for text in lines:
+                line(text.rstrip("\r"))
+        if partial:
+            line(partial)
+        status = int(client.wait(container_id).get("StatusCode", 1))
+        if status != 0:
+            raise BuildFailed(f"`{' '.join(argv)}` failed with exit status {status}")
+        config = client.inspect_image(image_id)["Config"]
+        return client.commit(container_id, conf=config)["Id"]
+    finally:
+        client.remove_container(container_id, force=True)

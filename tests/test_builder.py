@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 
 import builder
+from builder import runtimes
 from builder.build import image_tags, remove_app_images
 from builder.context import make_context
-from builder.detect import LOOKED_FOR, BaseImages, Kind, detect
+from builder.detect import LOOKED_FOR, make_tree, plan_build
 from builder.properties import BASE_IMAGES, BUILD_ARG
 from dockyard.access import LOCAL_ADMIN
 from dockyard.context import Context
@@ -30,7 +31,7 @@ from dockyard.settings import Settings
 
 BUSYBOX = "dockyard-base/busybox:latest"
 PYTHON = "dockyard-base/python:3"
-LOCAL_BASES = BaseImages(python=PYTHON, node=PYTHON, static=BUSYBOX, procfile=BUSYBOX)
+LOCAL_BASES = {"python": PYTHON, "node": PYTHON, "static": BUSYBOX, "procfile": BUSYBOX}
 
 
 class FakeSource:
@@ -54,6 +55,17 @@ class FakeSource:
 
 def reader(files: dict[str, str]):  # noqa: ANN201
     return lambda path: files[path].encode() if path in files else None
+
+
+def detect(read, bases: dict[str, str], procfile: dict[str, str], ca: str | None, files=None):  # noqa: ANN001, ANN201
+    """The plan for a dict of files, with runtime images from `bases` (no engine)."""
+    names = list(files) if files is not None else list(read.__closure__[0].cell_contents)
+    tree = make_tree(read, names)
+
+    def find(lang, tree):  # noqa: ANN001, ANN202
+        return runtimes.resolve(lang.name, lang.version_request(tree), bases.get(lang.name), [])
+
+    return plan_build(tree, procfile, find, ca)
 
 
 # ---------------------------------------------------------------- Procfile, app.json
@@ -92,7 +104,7 @@ def test_app_json_absent_valid_and_malformed() -> None:
 def test_own_dockerfile_wins_over_every_marker() -> None:
     files = {"Dockerfile": "FROM x", "requirements.txt": "", "index.html": "", "Procfile": ""}
     plan = detect(reader(files), LOCAL_BASES, {}, ".dockyard/ca.crt")
-    assert plan.kind == Kind.DOCKERFILE and plan.dockerfile is None
+    assert plan.kind == "dockerfile" and plan.dockerfile is None
 
 
 def test_python_installs_requirements_before_copying_the_code() -> None:
@@ -116,7 +128,7 @@ def test_python_empty_requirements_installs_nothing_and_needs_no_ca() -> None:
     files = {"requirements.txt": "# nothing\n\n", "app.py": "print(1)"}
     plan = detect(reader(files), LOCAL_BASES, {}, ".dockyard/ca.crt")
     assert "pip" not in plan.dockerfile and not plan.needs_ca
-    assert plan.dockerfile.splitlines()[-1] == 'CMD ["python3", "app.py"]'
+    assert plan.dockerfile.splitlines()[-1] == 'CMD ["/bin/sh", "-c", "python3 app.py"]'
 
 
 def test_python_pyproject_dependencies_are_a_cached_exec_form_layer() -> None:
@@ -145,16 +157,16 @@ def test_node_installs_from_lockfile_before_copying_the_code() -> None:
     install = next(i for i, line in enumerate(lines) if '"npm", "ci"' in line)
     assert lines.index("COPY package.json package-lock.json /app/") < install
     assert install < lines.index("COPY . /app")
-    assert lines[-1] == 'CMD ["npm", "start"]'
+    assert lines[-1] == 'CMD ["/bin/sh", "-c", "npm start"]'
 
 
 def test_static_site_and_procfile_only_app() -> None:
     static = detect(reader({"index.html": "hi"}), LOCAL_BASES, {}, None)
-    assert static.kind == Kind.STATIC and "httpd -f -p" in static.dockerfile
+    assert static.kind == "static" and "httpd -f -p" in static.dockerfile
     assert f"FROM {BUSYBOX}" in static.dockerfile
     files = {"index.html": "hi", "Procfile": "web: ./serve"}
     plan = detect(reader(files), LOCAL_BASES, {"web": "./serve"}, None)
-    assert plan.kind == Kind.PROCFILE
+    assert plan.kind == "procfile"
     assert plan.dockerfile.splitlines()[-1] == 'CMD ["/bin/sh", "-c", "./serve"]'
 
 
@@ -167,7 +179,7 @@ def test_unmatched_app_names_what_was_looked_for() -> None:
 
 def test_base_image_setting_cannot_inject_dockerfile_lines() -> None:
     with pytest.raises(builder.BuildFailed, match="Invalid image reference"):
-        detect(reader({"index.html": ""}), BaseImages(static="x\nRUN evil"), {}, None)
+        detect(reader({"index.html": ""}), {"static": "x\nRUN evil"}, {}, None)
 
 
 def test_context_applies_dockerignore_and_never_overwrites_user_files(tmp_path: Path) -> None:
@@ -180,7 +192,7 @@ def test_context_applies_dockerignore_and_never_overwrites_user_files(tmp_path: 
     }
     ctx = make_context(
         FakeSource(files),
-        lambda ca: detect(reader(files), LOCAL_BASES, {}, ca),
+        lambda ca, names: detect(reader(files), LOCAL_BASES, {}, ca, names),
         tmp_path,
     )
     with tarfile.open(fileobj=ctx.fileobj, mode="r:") as tar:
@@ -341,8 +353,9 @@ def test_failing_build_raises_after_streaming_and_logging(services, app) -> None
 def test_unmatched_app_and_missing_base_are_refused(services, app) -> None:  # noqa: ANN001
     with pytest.raises(builder.BuildFailed, match="Procfile"):
         builder.build_image(services, app, FakeSource({"README.md": "hi"}), capture()[0])
-    BASE_IMAGES["static"].set(services.properties, app, "dockyard/nonexistent:1")
-    with pytest.raises(builder.BuildFailed, match="never pulled.*base-static"):
+    BASE_IMAGES["static"].set(services.properties, app, "example.invalid/nonexistent:1")
+    pulling = "pulling example.invalid/nonexistent:1 failed.*base-static"
+    with pytest.raises(builder.BuildFailed, match=pulling):
         builder.build_image(services, app, FakeSource({"index.html": "x"}), capture()[0])
     statuses = json.loads(run_command(services, "builds:list", app.name, "--format", "json")[1])
     assert [r["status"] for r in statuses] == ["failed", "failed"]
