@@ -155,7 +155,8 @@ def _languages(tree: Tree) -> list[Language]:
     if PROCFILE_ONLY.detect(tree):
         return [PROCFILE_ONLY]
     raise BuildFailed(
-        "Unable to detect how to build this app: none of " + ", ".join(LOOKED_FOR)
+        "Unable to detect how to build this app: none of "
+        + ", ".join(LOOKED_FOR)
         + " was found at the root of the repository"
     )
 

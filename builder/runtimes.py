@@ -104,9 +104,9 @@ def _series_satisfies(spec: semantic_version.NpmSpec, series: str) -> bool:
     if base is None:
         return False
     if len(series.split(".")) == 1:
-        probes = [base, semantic_version.Version(base.major, 999, 999)]
+        probes = [base, semantic_version.Version(major=base.major, minor=999, patch=999)]
     else:
-        probes = [base, semantic_version.Version(base.major, base.minor, 999)]
+        probes = [base, semantic_version.Version(major=base.major, minor=base.minor, patch=999)]
     return any(p in spec for p in probes)
 
 

@@ -46,10 +46,13 @@ class Go(Language):
         """Written into the build stage (FROM the Go image); `runtime` copies the result."""
         # No toolchain downloads: the image's Go builds, whatever go.mod's `toolchain` says.
         df.env(GOTOOLCHAIN="local", CGO_ENABLED="0", GOFLAGS="-buildvcs=false")
-        ca = ctx.with_ca("SSL_CERT_FILE")
         if tree.has("go.mod"):
             df.add(f"WORKDIR {APP_DIR}")
-            if _requires(tree.text("go.mod") or "") and not tree.has("vendor"):
+            # Modules to fetch (not vendored): fetched before the code arrives, trusting the
+            # host's CAs; a module without requirements needs no network at all.
+            fetch = _requires(tree.text("go.mod") or "") and not tree.has("vendor")
+            ca = ctx.with_ca("SSL_CERT_FILE") if fetch else []
+            if fetch:
                 ctx.copy_ca(df)
                 df.copy("go.mod", *(["go.sum"] if tree.has("go.sum") else []))
                 df.run(*ca, "go", "mod", "download")

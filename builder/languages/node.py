@@ -26,11 +26,13 @@ class Node(Language):
         return tree.has("package.json")
 
     def version_request(self, tree: Tree) -> VersionRequest | None:
-        engines = (self._manifest(tree).get("engines") or {})
+        engines = self._manifest(tree).get("engines") or {}
         node = engines.get("node") if isinstance(engines, dict) else None
-        return VersionRequest(node.strip(), "package.json engines.node") if isinstance(
-            node, str
-        ) and node.strip() else None
+        return (
+            VersionRequest(node.strip(), "package.json engines.node")
+            if isinstance(node, str) and node.strip()
+            else None
+        )
 
     def build(self, df: Dockerfile, tree: Tree, ctx: BuildContext) -> None:
         manifest = self._manifest(tree)

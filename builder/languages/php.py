@@ -25,9 +25,11 @@ class Php(Language):
         composer = tree.json("composer.json") if tree.has("composer.json") else None
         require = (composer or {}).get("require")
         php = require.get("php") if isinstance(require, dict) else None
-        return VersionRequest(php.strip(), "composer.json require.php") if isinstance(
-            php, str
-        ) and php.strip() else None
+        return (
+            VersionRequest(php.strip(), "composer.json require.php")
+            if isinstance(php, str) and php.strip()
+            else None
+        )
 
     def build(self, df: Dockerfile, tree: Tree, ctx: BuildContext) -> None:
         if tree.has("composer.json"):
