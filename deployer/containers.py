@@ -208,6 +208,24 @@ def remove_named(name: str, home: str) -> None:
         pass
 
 
+def commit(container: Container, config_of: str, tag: str) -> str:
+    """Save the container's file changes as image `tag`, with image `config_of`'s own
+    config: the environment the container ran with (config vars) is not kept."""
+    config = client().api.inspect_image(config_of)["Config"]
+    repo, _, name = tag.rpartition(":")
+    return client().api.commit(container.id, repository=repo, tag=name, conf=config)["Id"]
+
+
+def address_in(container: Container, network: str) -> str:
+    """The container's IP address in `network` (the host reaches every bridge network)."""
+    container.reload()
+    networks = container.attrs["NetworkSettings"].get("Networks") or {}
+    address = (networks.get(network) or {}).get("IPAddress")
+    if not address:
+        raise DockyardError(f"{container.name} has no address in network {network}")
+    return address
+
+
 def host_port(container: Container, port: int) -> int | None:
     container.reload()
     bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")

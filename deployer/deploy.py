@@ -182,7 +182,10 @@ class ReleaseDeployer:
 
     def check(self, release: Release, container: Container, spec: ProcessSpec) -> None:
         dyno = f"{spec.process_type}.{spec.instance}"
-        checks = checks_for(release.app_json, spec.process_type)
+        try:
+            checks = checks_for(release.app_json, spec.process_type)
+        except (TypeError, ValueError) as exc:
+            raise CheckFailed(f"app.json healthchecks.{spec.process_type}: {exc}") from None
         if not self.settings.checks_enabled:
             self.out.detail(f"Zero downtime checks are disabled, skipping ({dyno})")
             return
@@ -190,9 +193,9 @@ class ReleaseDeployer:
             wait_running(container)
             return
         self.out.detail(f"Attempting pre-flight checks ({dyno})")
-        host_port = docker_ops.host_port(container, spec.port) if spec.port else None
+        host = docker_ops.address_in(container, spec.networks[0])
         for check in checks:
-            run_check(container, check, host_port)
+            run_check(container, check, host, spec.port)
         self.out.detail(f"All checks successful ({dyno})")
 
     def fail_with_logs(
@@ -209,7 +212,12 @@ class ReleaseDeployer:
         raise DeployError("\n".join(message))
 
     # -- one-off phases (release command, predeploy, postdeploy) --------------------
-    def run_phase(self, release: Release, phase: str, command: str) -> None:
+    def run_phase(
+        self, release: Release, phase: str, command: str, keep_as: str | None = None
+    ) -> int:
+        """Run a phase's command in a one-off container of the release; returns its exit
+        status. With `keep_as`, the container's file changes become that image (Dokku
+        commits what predeploy writes), keeping the release image's own config."""
         spec = dataclasses.replace(self.spec(release, ONE_OFF_PROCESS, phase), command=command)
         spec.environment["DYNO"] = f"{phase}.1"
         name = f"{self.app.name}.{phase}.{release.version}"
@@ -220,14 +228,27 @@ class ReleaseDeployer:
         try:
             for chunk in _lines(container.logs(stream=True, follow=True)):
                 self.out.detail(chunk)
-            status = container.wait().get("StatusCode", 1)
+            status = int(container.wait().get("StatusCode", 1))
+            if status == 0 and keep_as is not None:
+                docker_ops.commit(container, release.image, keep_as)
         finally:
             docker_ops.remove([container], timeout=1)
+        return status
+
+    def run_before_switch(self, release: Release, phase: str, command: str) -> None:
+        self.out.step(f"Running {phase}: {command}")
+        keep_as = f"{release.image.rpartition(':')[0]}:{release.version}-{phase}"
+        if phase == "release":
+            keep_as = None  # Heroku's release phase changes nothing in the image
+        status = self.run_phase(release, phase, command, keep_as)
         if status != 0:
             raise DeployError(
                 f"{phase} command `{command}` failed with exit status {status}; "
                 "the deploy was aborted and the previous release keeps serving."
             )
+        if keep_as is not None:
+            release.image = keep_as
+            self.releases.set_image(self.app, release)
 
     # -- the switch ----------------------------------------------------------------
     def deploy(self, release: Release, announce: bool = True) -> list[str]:
@@ -237,12 +258,12 @@ class ReleaseDeployer:
         if announce:
             self.out.step(f"Releasing {self.app.name}...")
         if "release" in release.procfile:
-            self.out.step(f"Running release command: {release.procfile['release']}")
-            self.run_phase(release, "release", release.procfile["release"])
+            self.run_before_switch(release, "release", release.procfile["release"])
         predeploy = _script(release.app_json, "predeploy")
         if predeploy:
-            self.out.step(f"Running predeploy: {predeploy}")
-            self.run_phase(release, "predeploy", predeploy)
+            # From the build's own image each time: predeploy's changes never pile up.
+            release.image = release.built_image or release.image
+            self.run_before_switch(release, "predeploy", predeploy)
         self.out.heading("Processing deployment checks")
         self.out.step(f"Deploying {self.app.name}...")
         wanted = [(t, n) for t, q in sorted(formation.items()) for n in range(1, q + 1)]
@@ -269,8 +290,14 @@ class ReleaseDeployer:
             self.out.detail(url)
         postdeploy = _script(release.app_json, "postdeploy")
         if postdeploy:
+            # Traffic has moved: a failure here cannot un-deploy, and must not claim to.
             self.out.step(f"Running postdeploy: {postdeploy}")
-            self.run_phase(release, "postdeploy", postdeploy)
+            status = self.run_phase(release, "postdeploy", postdeploy)
+            if status != 0:
+                self.out.warn(
+                    f"postdeploy command `{postdeploy}` failed with exit status {status}; "
+                    f"{release.name} is deployed and serving (postdeploy runs after the switch)"
+                )
         return urls
 
     def swap_names(self, old: list[Container], new: list[Container]) -> None:

@@ -1,10 +1,13 @@
 """Deployment checks: a new container must answer before traffic moves to it.
 
-app.json `healthchecks.web` takes Dokku's list of checks (`type` startup, `path`, `attempts`,
-`timeout`, `wait`, `initialDelay`, `content`, `command`); a single object is taken as a
-one-element list. HTTP checks go to the app's `PORT`, the one port published. Without
-checks the default is fast: the port must answer an HTTP request with a status below 500,
-polled every 0.2 s for up to 6 s — Dokku's default instead waits a fixed 10 s.
+app.json `healthchecks.web` takes Dokku's list of checks (`type` startup, `path`, `port`,
+`attempts`, `timeout`, `wait`, `initialDelay`, `content`, `command`, and `status`, the one
+HTTP status to expect); a single object is taken as a one-element list. A declared HTTP
+check passes only on a 2xx or 3xx answer (or its `status`), after waiting its
+`initialDelay`. Checks reach the container on its address in the app's network, at the
+check's `port` or the app's `PORT`. Without declared checks the default is fast: the port
+must answer an HTTP request with any status below 500, polled every 0.2 s for up to 6 s —
+Dokku's default instead waits a fixed 10 s.
 """
 
 from __future__ import annotations
@@ -40,9 +43,24 @@ class Check:
     timeout: float = DEFAULT_TIMEOUT
     wait: float = DEFAULT_WAIT
     initial_delay: float = 0.0
+    port: int | None = None  # None: the process's PORT
+    status: int | None = None  # None: any 2xx or 3xx (declared) / below 500 (default)
+    declared: bool = True
+
+    def passes(self, status: int) -> bool:
+        if self.status is not None:
+            return status == self.status
+        if self.declared:
+            return 200 <= status < 400
+        return status < SERVER_ERROR
+
+    def expected(self) -> str:
+        if self.status is not None:
+            return f"HTTP {self.status}"
+        return "2xx or 3xx" if self.declared else "a status below 500"
 
 
-DEFAULT_CHECK = Check(name="default")
+DEFAULT_CHECK = Check(name="default", declared=False)
 
 
 def checks_for(app_json: dict, process_type: str) -> list[Check]:
@@ -63,15 +81,42 @@ def checks_for(app_json: dict, process_type: str) -> list[Check]:
                 path=None if command and not item.get("path") else str(item.get("path") or "/"),
                 command=command,
                 content=item.get("content"),
-                attempts=max(1, int(item.get("attempts", DECLARED_ATTEMPTS))),
-                timeout=float(item.get("timeout", DECLARED_TIMEOUT)),
-                wait=float(item.get("wait", DECLARED_WAIT)),
-                initial_delay=float(item.get("initialDelay", 0)),
+                attempts=int(_bounded(item, "attempts", DECLARED_ATTEMPTS, 1, 100)),
+                timeout=_bounded(item, "timeout", DECLARED_TIMEOUT, 0.1, 60),
+                wait=_bounded(item, "wait", DECLARED_WAIT, 0, 60),
+                initial_delay=_bounded(item, "initialDelay", 0, 0, 600),
+                port=_port(item.get("port")),
+                status=_status(item.get("status")),
             )
         )
     if not checks and process_type == "web":
         return [DEFAULT_CHECK]
     return checks
+
+
+def _bounded(item: dict, key: str, default: float, low: float, high: float) -> float:
+    """A number from app.json within sane bounds: a deploy holds the app's lock while it
+    waits, so a check must not be able to wait for ever (or for NaN seconds)."""
+    value = item.get(key, default)
+    if type(value) not in (int, float) or not low <= value <= high:
+        raise ValueError(f"{key} must be a number from {low:g} to {high:g}, got {value!r}")
+    return float(value)
+
+
+def _port(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 < value < 65536:
+        raise ValueError(f"healthcheck port must be a port number, got {value!r}")
+    return value
+
+
+def _status(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 100 <= value < 600:
+        raise ValueError(f"healthcheck status must be an HTTP status, got {value!r}")
+    return value
 
 
 def container_failed(container: Container) -> str | None:
@@ -104,10 +149,13 @@ def http_probe(host: str, port: int, path: str, timeout: float) -> tuple[int, by
     return int(status_line[1]), body
 
 
-def run_check(container: Container, check: Check, host_port: int | None) -> None:
-    """Poll until the check passes; raise CheckFailed with the last reason otherwise."""
+def run_check(container: Container, check: Check, host: str, port: int | None) -> None:
+    """Poll until the check passes; raise CheckFailed with the last reason otherwise.
+    `host`/`port` reach the container (its address in the app's network, its PORT)."""
     if check.initial_delay:
         time.sleep(check.initial_delay)
+    port = check.port or port
+    where = f"GET {check.path} on port {port}"
     reason = "no attempt made"
     for attempt in range(check.attempts):
         if attempt:
@@ -123,20 +171,19 @@ def run_check(container: Container, check: Check, host_port: int | None) -> None
                     continue
                 output = result.output or b""
             else:
-                if host_port is None:
+                if port is None:
                     raise CheckFailed("the process publishes no port to check")
-                status, output = http_probe(
-                    "127.0.0.1", host_port, check.path or "/", check.timeout
-                )
-                if status >= SERVER_ERROR:
-                    reason = f"{check.path} answered HTTP {status}"
+                status, output = http_probe(host, port, check.path or "/", check.timeout)
+                if not check.passes(status):
+                    reason = f"{where} answered HTTP {status} (expected {check.expected()})"
                     continue
             if check.content and check.content.encode() not in output:
-                reason = f"{check.path or 'command'} output lacks {check.content!r}"
+                what = "command" if check.command else where
+                reason = f"{what} output lacks {check.content!r}"
                 continue
             return
         except (OSError, ValueError) as exc:
-            reason = f"no HTTP answer on port ({exc.__class__.__name__})"
+            reason = f"{where}: no HTTP answer ({exc.__class__.__name__})"
     raise CheckFailed(f"{check.name}: {reason} after {check.attempts} attempts")
 
 

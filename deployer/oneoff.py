@@ -50,7 +50,9 @@ class OneOff:
             )
             sock: socket.socket = attached._sock
             api.start(container_id)
-            pump = threading.Thread(target=_pump_stdin, args=(stdin, sock), daemon=True)
+            pump = threading.Thread(
+                target=_pump_stdin, args=(stdin, sock, not self.tty), daemon=True
+            )
             pump.start()
             finished = threading.Event()
             watcher = threading.Thread(
@@ -79,7 +81,11 @@ class OneOff:
                 pass
 
 
-def _pump_stdin(stdin: BinaryIO, sock: socket.socket) -> None:
+def _pump_stdin(stdin: BinaryIO, sock: socket.socket, forward_eof: bool) -> None:
+    """Client input to the container. Without a terminal, the client's EOF closes the
+    container's stdin. On a terminal, EOF travels in-band (^D through the pty); closing the
+    attach stream there hangs up the tty and can lose output the program has not yet
+    written, so the container ends by itself, or is killed when the session goes."""
     try:
         while True:
             read = getattr(stdin, "read1", None) or stdin.read
@@ -87,7 +93,8 @@ def _pump_stdin(stdin: BinaryIO, sock: socket.socket) -> None:
             if not data:
                 break
             sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        if forward_eof:
+            sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 

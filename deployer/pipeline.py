@@ -37,7 +37,7 @@ def deploy_source(ctx: Context, app: App, source: Source) -> None:
     current = ReleaseStore(ctx.services.state).current(app) or NO_RELEASE
     release = current.successor(
         f"Deploy {source.revision[:7]}", ctx.identity.name,
-        image=image.tag, image_id=image.image_id, revision=source.revision,
+        image=image.tag, built_image=image.tag, image_id=image.image_id, revision=source.revision,
         procfile=dict(image.procfile), app_json=dict(image.app_json or {}),
         ports=list(image.exposed_ports),
     )  # fmt: skip
@@ -113,7 +113,7 @@ def prune_images(services: Services, app: App) -> None:
     """Keep the images of the last N good releases (rollback targets); drop the rest."""
     keep_count = builder.keep_releases(services, app)
     good = [r for r in ReleaseStore(services.state).all(app) if r.status == "succeeded"]
-    keep = {r.image for r in good[-keep_count:]}
+    keep = {tag for r in good[-keep_count:] for tag in (r.image, r.built_image) if tag}
     try:
         builder.prune_images(services, app.name, keep)
     except DockyardError:

@@ -47,6 +47,8 @@ register_migrations(
             quantity INTEGER NOT NULL,
             PRIMARY KEY (app_id, process_type)
         )""",
+        # The build's image, when predeploy's commit of it is what the release runs.
+        "ALTER TABLE releases ADD COLUMN built_image TEXT NOT NULL DEFAULT ''",
     ],
 )
 
@@ -70,6 +72,7 @@ class Release:
     status: str = STATUS_PENDING
     actor: str = ""
     created_at: float = field(default_factory=time.time)
+    built_image: str = ""  # what the build made; `image` may be predeploy's commit of it
 
     @property
     def name(self) -> str:
@@ -108,6 +111,7 @@ def _row_to_release(row) -> Release:
         status=row["status"],
         actor=row["actor"],
         created_at=row["created_at"],
+        built_image=row["built_image"],
     )
 
 
@@ -159,17 +163,25 @@ class ReleaseStore:
             release.version = top + 1
             conn.execute(
                 "INSERT INTO releases (app_id, version, image, image_id, revision, description,"
-                " config, formation, procfile, app_json, ports, status, actor, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " config, formation, procfile, app_json, ports, status, actor, created_at,"
+                " built_image) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     app.id, release.version, release.image, release.image_id,
                     release.revision, release.description, json.dumps(release.config),
                     json.dumps(release.formation), json.dumps(release.procfile),
                     json.dumps(release.app_json), json.dumps(release.ports), release.status,
-                    release.actor, release.created_at,
+                    release.actor, release.created_at, release.built_image,
                 ),
             )  # fmt: skip
         return release
+
+    def set_image(self, app: App, release: Release) -> None:
+        """The image a release runs changed before it went live (predeploy's commit)."""
+        with self.state.transaction() as conn:
+            conn.execute(
+                "UPDATE releases SET image = ? WHERE app_id = ? AND version = ?",
+                (release.image, app.id, release.version),
+            )
 
     def mark_failed(self, app: App, release: Release) -> None:
         release.status = STATUS_FAILED
@@ -204,16 +216,19 @@ class ReleaseStore:
             )
 
     def rename_images(self, app: App, old_repo: str, new_repo: str) -> None:
+        def renamed(image: str) -> str:
+            repo, _, tag = image.rpartition(":")
+            return f"{new_repo}:{tag}" if repo == old_repo else image
+
         with self.state.transaction() as conn:
             for row in conn.execute(
-                "SELECT version, image FROM releases WHERE app_id = ?", (app.id,)
+                "SELECT version, image, built_image FROM releases WHERE app_id = ?", (app.id,)
             ).fetchall():
-                repo, _, tag = row["image"].rpartition(":")
-                if repo == old_repo:
-                    conn.execute(
-                        "UPDATE releases SET image = ? WHERE app_id = ? AND version = ?",
-                        (f"{new_repo}:{tag}", app.id, row["version"]),
-                    )
+                conn.execute(
+                    "UPDATE releases SET image = ?, built_image = ? "
+                    "WHERE app_id = ? AND version = ?",
+                    (renamed(row["image"]), renamed(row["built_image"]), app.id, row["version"]),
+                )
 
     # Formation: the wanted number of containers per process type.
     def formation(self, app: App) -> dict[str, int]:
@@ -259,7 +274,7 @@ def declared_formation(app_json: dict) -> dict[str, int]:
     formation = app_json.get("formation") if isinstance(app_json, dict) else None
     found = {}
     for process_type, entry in (formation or {}).items():
-        quantity = entry.get("quantity") if isinstance(entry, dict) else None
+        quantity = entry.get("quantity", 1) if isinstance(entry, dict) else None
         if type(quantity) is int and 0 <= quantity <= MAX_DECLARED_QUANTITY:
             found[process_type] = quantity
     return found
