@@ -169,8 +169,9 @@ class _BuildJob:
         if plan.after_build:
             self.output.out.step(f"Running {' '.join(plan.after_build)}")
             image_id = engine.run_and_commit(
-                image_id, plan.after_build, self.config, self.output.line
-            )
+                image_id, plan.after_build, self.config, self.output.line,
+                self.services.settings.builds_dir / ".tmp",
+            )  # fmt: skip
         return plan, image_id
 
     def plan(self, ca_path: str | None, names: list[str]) -> BuildPlan:

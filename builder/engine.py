@@ -6,12 +6,14 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 import docker
 import docker.errors
 
 from builder.errors import BuildFailed
 from builder.isolation import APP_IMAGE_NAMESPACE, ResolvedImage
+from dockyard.envfile import env_file, sourcing
 
 DEFAULT_DOCKER_HOST = "unix://var/run/docker.sock"
 # A build step may stay silent for a long time (a big pip install); the timeout is per read.
@@ -100,30 +102,35 @@ def _split_tag(ref: str) -> tuple[str, str | None]:
 
 
 def run_and_commit(
-    image_id: str, argv: list[str], environment: dict[str, str], line: Callable[[str], None]
+    image_id: str,
+    argv: list[str],
+    environment: dict[str, str],
+    line: Callable[[str], None],
+    scratch: Path,
 ) -> str:
     """Run `argv` in a container of `image_id` with `environment`, and return a new image
-    holding its file changes. The new image keeps the original's own config: the
-    environment the step ran with (the app's config vars, often secrets) is not baked in."""
+    holding its file changes, with the original's own config. The environment reaches the
+    command through a mounted file (dockyard.envfile), so it is not baked into the image."""
     client = api()
-    created = client.create_container(
-        image_id, command=argv, environment=environment,
-        host_config=client.create_host_config(init=True),
-    )  # fmt: skip
-    container_id = created["Id"]
-    try:
-        client.start(container_id)
-        partial = ""
-        for chunk in client.logs(container_id, stream=True, follow=True):
-            *lines, partial = (partial + chunk.decode("utf-8", "replace")).split("\n")
-            for text in lines:
-                line(text.rstrip("\r"))
-        if partial:
-            line(partial)
-        status = int(client.wait(container_id).get("StatusCode", 1))
-        if status != 0:
-            raise BuildFailed(f"`{' '.join(argv)}` failed with exit status {status}")
-        config = client.inspect_image(image_id)["Config"]
-        return client.commit(container_id, conf=config)["Id"]
-    finally:
-        client.remove_container(container_id, force=True)
+    with env_file(scratch, environment) as bind:
+        created = client.create_container(
+            image_id, command=sourcing(argv),
+            host_config=client.create_host_config(init=True, binds=[bind]),
+        )  # fmt: skip
+        container_id = created["Id"]
+        try:
+            client.start(container_id)
+            partial = ""
+            for chunk in client.logs(container_id, stream=True, follow=True):
+                *lines, partial = (partial + chunk.decode("utf-8", "replace")).split("\n")
+                for text in lines:
+                    line(text.rstrip("\r"))
+            if partial:
+                line(partial)
+            status = int(client.wait(container_id).get("StatusCode", 1))
+            if status != 0:
+                raise BuildFailed(f"`{' '.join(argv)}` failed with exit status {status}")
+            config = client.inspect_image(image_id)["Config"]
+            return client.commit(container_id, conf=config)["Id"]
+        finally:
+            client.remove_container(container_id, force=True)

@@ -28,6 +28,7 @@ from builder.languages.base import VersionRequest
 LABEL_RUNTIME = "dockyard.runtime"
 LABEL_VERSION = "dockyard.runtime.version"
 LABEL_SUITE = "dockyard.runtime.suite"
+LOCAL_NAMESPACE = "dockyard-base/"  # the platform's own images (scripts/build-base-images.sh)
 
 
 @dataclass(frozen=True)
@@ -157,11 +158,13 @@ def unavailable(runtime: Runtime, local: Iterable[LocalImage], reason: str) -> B
 
 
 def local_images(list_images: Callable[[str], list[dict]], language: str) -> list[LocalImage]:
-    """Images on this host labelled as `language` runtimes (from the engine's listing)."""
+    """The platform's runtime images on this host for `language`: tagged `dockyard-base/…`
+    and labelled with the runtime. (Labels are inherited: every image built FROM a runtime
+    image carries them too, apps' images included, so the name is what counts.)"""
     found = []
     for image in list_images(f"{LABEL_RUNTIME}={language}"):
         labels = image.get("Labels") or {}
-        tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+        tags = [t for t in image.get("RepoTags") or [] if t.startswith(LOCAL_NAMESPACE)]
         version = labels.get(LABEL_VERSION, "")
         if tags and version:
             found.append(LocalImage(sorted(tags)[0], version))

@@ -133,6 +133,7 @@ def create(
     tty: bool = False,
     stdin_open: bool = False,
     restart: bool = True,
+    entrypoint: list[str] | None = None,
 ) -> str:
     """Create (not start) a container for `spec`, joined to every network it needs before
     it can run a line of code: the app's own network first, then linked services' and
@@ -169,6 +170,7 @@ def create(
         tty=tty,
         stdin_open=stdin_open,
         detach=not stdin_open,  # with stdin_open: StdinOnce, closing our stdin ends theirs
+        entrypoint=entrypoint,
         host_config=api.create_host_config(**host),
     )
     container_id = created["Id"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import docker.errors
 from docker.models.containers import Container
 
 from deployer import containers as docker_ops
+from deployer import cron
 from deployer.containers import (
     DEFAULT_PORT,
     ONE_OFF_PROCESS,
@@ -30,7 +32,8 @@ from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
 from dockyard.apps import App
 from dockyard.config_vars import GIT_REV
-from dockyard.errors import DockyardError
+from dockyard.envfile import env_file, sourcing
+from dockyard.errors import DockyardError, UsageError
 from dockyard.output import Output
 from dockyard.pipeline import extra_networks
 
@@ -72,6 +75,19 @@ class ProxyRouter:
 router: Router = ProxyRouter()
 
 
+class _NullStream:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def quiet_output() -> Output:
+    """Output for work nobody watches (reconcile, cron): said to no one."""
+    return Output(_NullStream(), _NullStream())  # type: ignore[arg-type]
+
+
 def home_of(services: Services) -> str:
     return str(services.settings.data_dir)
 
@@ -95,6 +111,7 @@ class ReleaseDeployer:
         self.releases = ReleaseStore(services.state)
         self.settings = DeploySettings(services.properties, app)
         self.home = home_of(services)
+        self.scratch = services.settings.data_dir / "tmp"
 
     # -- building blocks ------------------------------------------------------------
     def environment(self, release: Release) -> dict[str, str]:
@@ -221,9 +238,23 @@ class ReleaseDeployer:
         spec = dataclasses.replace(self.spec(release, ONE_OFF_PROCESS, phase), command=command)
         spec.environment["DYNO"] = f"{phase}.1"
         name = f"{self.app.name}.{phase}.{release.version}"
-        container = docker_ops.client().containers.get(
-            docker_ops.create(spec, name, restart=False)
-        )
+        with ExitStack() as stack:
+            if keep_as is None:
+                container_id = docker_ops.create(spec, name, restart=False)
+            else:
+                # The config reaches the command through a mounted file: a committed image
+                # must not carry it (see dockyard.envfile).
+                bind = stack.enter_context(env_file(self.scratch, spec.environment))
+                entry = docker_ops.image_entrypoint(release.image) or []
+                argv = [*entry, *(docker_ops.container_command(release.image, command) or [])]
+                spec = dataclasses.replace(spec, environment={}, binds=(*spec.binds, bind))
+                container_id = docker_ops.create(
+                    spec, name, sourcing(argv), restart=False, entrypoint=[""]
+                )
+            container = docker_ops.client().containers.get(container_id)
+            return self._run_to_end(container, release, keep_as)
+
+    def _run_to_end(self, container: Container, release: Release, keep_as: str | None) -> int:
         container.start()
         try:
             for chunk in _lines(container.logs(stream=True, follow=True)):
@@ -255,6 +286,10 @@ class ReleaseDeployer:
         """Release phase, new containers, checks, switch, retire. Returns the app's URLs."""
         formation = effective_formation(release.formation, release)
         release.formation = formation
+        try:
+            cron.entries(release.app_json)  # refused before anything starts, not at 3 a.m.
+        except UsageError as exc:
+            raise DeployError(f"Deploy of {self.app.name} failed: {exc.message}") from None
         if announce:
             self.out.step(f"Releasing {self.app.name}...")
         if "release" in release.procfile:

@@ -17,7 +17,7 @@ import structlog
 
 import builder
 from deployer import containers as docker_ops
-from deployer.deploy import ReleaseDeployer, home_of
+from deployer.deploy import ReleaseDeployer, home_of, quiet_output
 from deployer.networks import home_networks, remove_app_network
 from deployer.releases import ReleaseStore
 from dockyard import lifecycle
@@ -26,7 +26,6 @@ from dockyard.apps import App
 from dockyard.bridge import run_blocking
 from dockyard.errors import DockyardError
 from dockyard.locks import AppBusy, app_lock
-from dockyard.output import Output
 
 if TYPE_CHECKING:
     from dockyard.services import Services
@@ -38,18 +37,6 @@ ENGINE_WATCH_INTERVAL = 1.0
 # A reconcile waits this long for an app's lock, then leaves the app to its deploy.
 RECONCILE_LOCK_WAIT = 1.0
 ALL = ""  # in the pending set: the whole reconcile, strays of destroyed apps included
-
-
-class _NullStream:
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-
-def _quiet_output() -> Output:
-    return Output(_NullStream(), _NullStream())  # type: ignore[arg-type]
 
 
 def reconcile_all(services: Services) -> list[str]:
@@ -79,7 +66,7 @@ def reconcile_app(services: Services, app: App) -> bool:
     try:
         with app_lock(services.settings.locks_dir, app.name, timeout=RECONCILE_LOCK_WAIT):
             _finish_interrupted_deploys(services, app)
-            done = ReleaseDeployer(services, app, _quiet_output()).reconcile()
+            done = ReleaseDeployer(services, app, quiet_output()).reconcile()
     except AppBusy:
         return False
     except (DockyardError, docker.errors.DockerException, requests.RequestException) as exc:
@@ -179,4 +166,4 @@ def _rename(services: Services, old: str, new: str) -> None:
     store = ReleaseStore(services.state)
     store.rename_images(app, builder.image_repo(old), builder.image_repo(new))
     if store.current(app) is not None:
-        ReleaseDeployer(services, app, _quiet_output()).reconcile()
+        ReleaseDeployer(services, app, quiet_output()).reconcile()

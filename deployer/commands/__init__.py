@@ -3,4 +3,4 @@
 (`config:*` lives beside the config store in the core and reaches the deployer through
 `dockyard.pipeline.redeploy`.)"""
 
-from deployer.commands import checks, logs, ps, releases, resource, run  # noqa: F401
+from deployer.commands import checks, cron, logs, ps, releases, resource, run  # noqa: F401
