@@ -6,17 +6,28 @@ from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.registry import CommandParser, Context, command, split_global
-from proxy import certs
+from proxy import certs, letsencrypt
 from proxy.render import listen_address
 from proxy.router import (
     BODY_SIZE,
     GLOBAL_DOMAIN,
+    HSTS,
+    HSTS_INCLUDE_SUBDOMAINS,
+    HSTS_MAX_AGE,
+    HSTS_PRELOAD,
     MODE,
     MODES,
     SYSTEM_CONF_DIR,
     Router,
 )
-from proxy.validate import check_body_size, check_conf_dir, check_domain
+from proxy.validate import (
+    MAX_HSTS_MAX_AGE,
+    check_body_size,
+    check_bool,
+    check_conf_dir,
+    check_domain,
+    check_int,
+)
 
 
 def _router(ctx: Context) -> Router:
@@ -42,6 +53,8 @@ def _checked_domains(router: Router, app: App, domains: list[str]) -> list[str]:
 def _set_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> None:
     router.apply(lambda: router.store.set_domains(app, domains))
     ctx.event("domains", app.name, " ".join(domains))
+    # Once the new names route (and answer HTTP-01): a Let's Encrypt app gets them covered.
+    letsencrypt.after_domains_changed(ctx, app)
 
 
 @command("domains:add", "Add domains to an app", "APP DOMAIN [DOMAIN…]")
@@ -180,6 +193,7 @@ def certs_add(ctx: Context, argv: list[str]) -> None:
         raise
     ctx.out.detail(f"Subject: {bundle.info.subject}")
     ctx.out.detail(f"Expires: {bundle.info.not_after}")
+    letsencrypt.after_manual_cert(ctx, app)
     ctx.event("certs:add", app.name, bundle.info.fingerprint)
 
 
@@ -194,6 +208,7 @@ def certs_remove(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Removing SSL certificate from {app.name}")
     router.apply(lambda: router.store.set_cert(app, None))
     certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
+    letsencrypt.after_manual_cert(ctx, app)
     ctx.event("certs:remove", app.name)
 
 
@@ -256,6 +271,8 @@ def proxy_report(ctx: Context, argv: list[str]) -> None:
         ("Proxy upstreams", upstreams),
         ("Proxy urls", router.urls(app)),
         ("Proxy client max body size", router.body_size(app)),
+        ("Proxy hsts", router.hsts(app) is not None),
+        ("Proxy hsts header", hsts.header() if (hsts := router.hsts(app)) else ""),
         ("Proxy http listen", listen_address(router.http_listen())),
         ("Proxy https listen", listen_address(router.https_listen())),
         ("Proxy config", str(router.paths.conf)),
@@ -264,7 +281,13 @@ def proxy_report(ctx: Context, argv: list[str]) -> None:
     ctx.out.report(f"{app.name} proxy information", rows, args.format)
 
 
-APP_KEYS = {"client-max-body-size": BODY_SIZE}
+APP_KEYS = {
+    "client-max-body-size": BODY_SIZE,
+    "hsts": HSTS,
+    "hsts-max-age": HSTS_MAX_AGE,
+    "hsts-include-subdomains": HSTS_INCLUDE_SUBDOMAINS,
+    "hsts-preload": HSTS_PRELOAD,
+}
 GLOBAL_KEYS = {**APP_KEYS, "mode": MODE, "system-conf-dir": SYSTEM_CONF_DIR}
 
 
@@ -273,6 +296,10 @@ def _check_setting(key: str, value: str) -> str:
         return value
     if key == "client-max-body-size":
         return check_body_size(value)
+    if key in ("hsts", "hsts-include-subdomains", "hsts-preload"):
+        return check_bool(key, value)
+    if key == "hsts-max-age":
+        return str(check_int(key, value, 0, MAX_HSTS_MAX_AGE))
     if key == "mode":
         if value not in MODES:
             raise UsageError(f"mode is one of: {', '.join(MODES)}")
@@ -281,7 +308,9 @@ def _check_setting(key: str, value: str) -> str:
 
 
 @command(
-    "proxy:set", "Set a proxy property (client-max-body-size; global: mode, system-conf-dir)",
+    "proxy:set",
+    "Set a proxy property (client-max-body-size, hsts, hsts-max-age, hsts-include-subdomains, "
+    "hsts-preload; global: mode, system-conf-dir)",
     "APP|--global KEY [VALUE]",
 )  # fmt: skip
 def proxy_set(ctx: Context, argv: list[str]) -> None:

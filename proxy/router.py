@@ -24,10 +24,12 @@ from dockyard.settings import parse_listen
 from proxy import certs
 from proxy.nginx import NginxError, NginxMaster, SystemNginx
 from proxy.render import (
+    DEFAULT_HSTS_MAX_AGE,
     HTTP_DEFAULT_PORT,
     HTTPS_DEFAULT_PORT,
     AppRoute,
     CertPaths,
+    Hsts,
     Listen,
     NginxPaths,
     listen_address,
@@ -45,6 +47,11 @@ GLOBAL_DOMAIN = "proxy.global-domain"
 BODY_SIZE = "proxy.client-max-body-size"
 MODE = "proxy.mode"
 SYSTEM_CONF_DIR = "proxy.system-conf-dir"
+# Strict-Transport-Security on HTTPS answers, with Dokku's names and defaults.
+HSTS = "proxy.hsts"
+HSTS_MAX_AGE = "proxy.hsts-max-age"
+HSTS_INCLUDE_SUBDOMAINS = "proxy.hsts-include-subdomains"
+HSTS_PRELOAD = "proxy.hsts-preload"
 # Where `dockyard serve` listens, recorded at its start: a local CLI run does not get the
 # server's --http-listen flags, yet must render the same listen directives.
 HTTP_LISTEN = "proxy.http-listen"
@@ -118,6 +125,21 @@ class Router:
     def body_size(self, app: App) -> str:
         return self.services.properties.get(app, BODY_SIZE, DEFAULT_BODY_SIZE) or DEFAULT_BODY_SIZE
 
+    def _flag(self, app: App, key: str, default: bool) -> bool:
+        value = self.services.properties.get(app, key)
+        return default if not value else value == "true"
+
+    def hsts(self, app: App) -> Hsts | None:
+        """What the app's HTTPS server says in Strict-Transport-Security (on by default)."""
+        if not self._flag(app, HSTS, True):
+            return None
+        raw = self.services.properties.get(app, HSTS_MAX_AGE) or ""
+        return Hsts(
+            max_age=int(raw) if raw.isdigit() else DEFAULT_HSTS_MAX_AGE,
+            include_subdomains=self._flag(app, HSTS_INCLUDE_SUBDOMAINS, True),
+            preload=self._flag(app, HSTS_PRELOAD, False),
+        )
+
     def cert_dir_name(self, app: App) -> str:
         # Keyed by the app's id, not its name: a rename then never leaves nginx pointing
         # at a directory that moved.
@@ -139,6 +161,9 @@ class Router:
             upstreams=upstreams,
             client_max_body_size=self.body_size(app),
             cert=self.cert_paths(app) if self.store.cert(app) else None,
+            # Every routed name answers HTTP-01, with or without a certificate.
+            acme_root=self.paths.acme_root,
+            hsts=self.hsts(app),
         )
 
     def routes(self) -> list[AppRoute]:
