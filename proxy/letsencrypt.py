@@ -80,7 +80,9 @@ PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
 
 def parse_email(value: str) -> str:
     local, at, domain = value.rpartition("@")
-    if len(value) > MAX_EMAIL or not at or not EMAIL_LOCAL_RE.fullmatch(local):
+    # check_domain forgives surrounding whitespace; an address must not carry any.
+    plain = value.isascii() and value.isprintable() and not any(c.isspace() for c in value)
+    if len(value) > MAX_EMAIL or not plain or not at or not EMAIL_LOCAL_RE.fullmatch(local):
         raise UsageError(f"Invalid email {value!r}: expected name@example.com")
     try:
         domain = check_domain(domain, allow_wildcard=False)
@@ -425,15 +427,23 @@ def _still_serving(router: Router, app: App, st: LeState) -> str:
 
 
 def issue(
-    services: Services, app: App, out: Output, actor: str, interval: float | None = None
+    services: Services, app: App, out: Output, actor: str, if_due: bool = False,
+    interval: float | None = None,
 ) -> LeState:
     """Order a certificate for every name `app` answers at and install it. Raises
-    LetsEncryptFailed (after recording it) when anything fails; nothing changes then."""
+    LetsEncryptFailed (after recording it) when anything fails; nothing changes then.
+    With `if_due`, only if it is still due once the app's issuance lock is held (another
+    thread or process may have just done it)."""
     router = Router(services)
     store = LeStore(services)
     with issuance_lock(services, app):
         names = router.server_names(app)
-        st = store.get(app) or LeState(app_id=app.id)
+        current = store.get(app)
+        if if_due and current is not None:
+            if due_reason(router, app, current, datetime.now(UTC)) is None:
+                out.step(f"The certificate of {app.name} was renewed meanwhile; nothing to do")
+                return current
+        st = current or LeState(app_id=app.id)
         st = dataclasses.replace(st, enabled=True, last_attempt=time.time())
         store.save(st)
         wildcards = [n for n in names if n.startswith("*.")]
@@ -562,12 +572,13 @@ def renew_due(
         if force and reason is None:
             reason = "forced"
         if reason is None:
+            clear_resolved_failure(store, st)
             continue
         if background and (st.next_attempt > time.time() or router.route(app) is None):
             continue
         out.step(f"Renewing {app.name}: {reason}")
         try:
-            issue(services, app, out, actor)
+            issue(services, app, out, actor, if_due=not force)
             renewed.append(app.name)
         except DockyardError as exc:
             out.warn(exc.message)
@@ -623,21 +634,30 @@ def after_deploy(ctx: Context, app: App) -> None:
         ctx.out.step(f"Let's Encrypt: auto is on, requesting a certificate for {app.name}")
     elif due_reason(router, app, st, datetime.now(UTC)) is None:
         return
-    issue(services, app, ctx.out, ctx.identity.name)
+    issue(services, app, ctx.out, ctx.identity.name, if_due=st is not None)
+
+
+def clear_resolved_failure(store: LeStore, st: LeState) -> None:
+    """A failure whose cause went away (the failing name was removed): not failing now."""
+    if st.failures:
+        store.save(dataclasses.replace(st, failures=0, last_error="", next_attempt=0.0))
 
 
 def after_domains_changed(ctx: Context, app: App) -> None:
     """Called by domains:* once the new names route: reissue if the certificate lacks one.
     A failure is a warning: the domains did change, and the background retries."""
     services = ctx.services
-    st = LeStore(services).get(app)
+    store = LeStore(services)
+    st = store.get(app)
     router = Router(services)
     reason = due_reason(router, app, st, datetime.now(UTC))
+    if reason is None and st is not None:
+        clear_resolved_failure(store, st)
     if reason is None or router.route(app) is None:
         return
     ctx.out.step(f"Let's Encrypt is enabled for {app.name}: reissuing ({reason})")
     try:
-        issue(services, app, ctx.out, ctx.identity.name)
+        issue(services, app, ctx.out, ctx.identity.name, if_due=True)
     except DockyardError as exc:
         ctx.out.warn(exc.message)
 

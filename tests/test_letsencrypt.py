@@ -1,0 +1,551 @@
+"""Let's Encrypt end to end against a real ACME server on loopback (Debian's pebble, with
+pebble-challtestsrv as its DNS), a real `dockyard serve`, its real nginx, the real OpenSSH
+client and real curl; plus unit tests of the parsers, the renewal rule and the rendering.
+
+Every process, container and directory a test starts is removed when it ends.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import http.server
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+import proxy
+from dockyard.errors import UsageError
+from dockyard.registry import Services
+from dockyard.settings import Settings
+from proxy import acme_client
+from proxy import letsencrypt as le
+from proxy.render import AppRoute, CertPaths, Hsts, Listen, render_server_block
+from proxy.router import Router
+from tests.conftest import (
+    DockyardServer,
+    _provision,
+    remove_leftovers_of,
+    require_tool,
+    start_server,
+    stop_server,
+)
+from tests.pebble import Pebble, start_pebble, stop_pebble
+
+# ---------------------------------------------------------------- unit: settings parsers
+
+
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("production", "production"),
+        ("staging", "staging"),
+        ("https://acme.example.com/directory", "https://acme.example.com/directory"),
+        ("https://ACME.Example.com:14000/dir", "https://acme.example.com:14000/dir"),
+        ("https://127.0.0.1:14000/dir", "https://127.0.0.1:14000/dir"),
+        ("https://[::1]:14000/dir", "https://[::1]:14000/dir"),
+        ("https://acme.example.com", "https://acme.example.com/"),
+    ],
+)
+def test_server_values_accepted(value: str, stored: str) -> None:
+    assert le.parse_server(value) == stored
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://acme.example.com/directory",  # no plain HTTP: the account key signs over it
+        "file:///etc/passwd",
+        "https://user:pw@acme.example.com/dir",
+        "https://acme.example.com/dir?x=1",
+        "https://acme.example.com/dir#frag",
+        "https://acme.example.com/di r",
+        "https://acme.example.com/dir\nHost: evil",
+        "https://acme.example.com:99999/dir",
+        "https://exa_mple.com/dir",
+        "https:///dir",
+        "ftp://acme.example.com/",
+        "https://acme.example.com/" + "a" * 600,
+        "",
+        "Production",
+    ],
+)
+def test_server_values_refused(value: str) -> None:
+    with pytest.raises(UsageError):
+        le.parse_server(value)
+
+
+def test_email_renew_days_and_bool_parsers() -> None:
+    assert le.parse_email("Ops+le@Example.COM") == "Ops+le@example.com"
+    for bad in ("ops", "ops@", "@example.com", "ops@localhost", "a b@example.com",
+                'x"@example.com', "ops@example.com\n", "ops@exa mple.com", "x" * 65 + "@a.io"):
+        with pytest.raises(UsageError):
+            le.parse_email(bad)
+    assert le.parse_renew_days("30") == "30" and le.parse_renew_days("3650") == "3650"
+    for bad in ("0", "3651", "-1", "1.5", "30 ", "", "١٢"):  # the last: Arabic-Indic digits
+        with pytest.raises(UsageError):
+            le.parse_renew_days(bad)
+    assert le.parse_bool("true") == "true"
+    with pytest.raises(UsageError):
+        le.parse_bool("yes")
+
+
+def test_ca_file_parser_reads_only_pem_and_never_echoes(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-CONTENT\n")
+    for bad in (str(secret), "relative/path.pem", str(tmp_path), "/etc/../etc/passwd",
+                str(tmp_path / "missing.pem"), "/etc/ssl/certs/x;rm.pem"):  # fmt: skip
+        with pytest.raises(UsageError) as err:
+            le.parse_ca_file(bad)
+        assert "TOP-SECRET" not in err.value.message
+    bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    assert le.parse_ca_file(str(bundle)) == str(bundle)
+
+
+def test_settings_table_declares_every_setting_once() -> None:
+    names = [s.name for s in le.SETTINGS]
+    assert names == ["email", "server", "server-ca-file", "renew-days", "auto"]
+    table = le.SETTINGS_BY_NAME
+    assert table["server-ca-file"].levels == ("global",)
+    assert table["server-ca-file"].admin_only("/etc/ssl/certs/ca-certificates.crt")
+    assert not table["server"].admin_only("staging")
+    assert table["server"].admin_only("https://127.0.0.1:2375/")
+    assert not any(s.secret for s in le.SETTINGS)
+
+
+def test_renewal_window_and_backoff(tmp_path: Path) -> None:
+    services = Services(Settings(data_dir=tmp_path / "data"))
+    app = services.apps.create("w", "admin")
+    now = datetime.now(UTC)
+
+    def state(days: float) -> le.LeState:
+        return le.LeState(app_id=app.id, not_before=now.isoformat(),
+                          not_after=(now + timedelta(days=days)).isoformat())  # fmt: skip
+
+    assert le.renew_window(services, app, state(90)) == timedelta(days=30)
+    assert le.renew_window(services, app, state(6)) == timedelta(days=2)  # short-lived: a third
+    assert le.renew_window(services, app, state(5 * 365)) == timedelta(days=30)
+    services.properties.set(app, "letsencrypt.renew-days", "3650")
+    assert le.renew_window(services, app, state(90)) == timedelta(days=3650)
+    delays = [le.backoff(n, 10.0) for n in (1, 2, 3, 6, 50)]
+    assert 10 <= delays[0] <= 12.5 and 20 <= delays[1] <= 25 and 40 <= delays[2] <= 50
+    assert 240 <= delays[3] <= 300 and 240 <= delays[4] <= 300  # capped at 24 intervals
+
+
+def test_render_answers_challenges_and_redirects_the_rest() -> None:
+    root = Path("/d/nginx/acme")
+    plain = render_server_block(
+        AppRoute("web", ["web.localhost"], ["127.0.0.1:1"], acme_root=root),
+        Listen(http=("127.0.0.1", 80)),
+    )
+    assert "location ^~ /.well-known/acme-challenge/ {" in plain
+    assert f"root {root};" in plain and "try_files $uri =404;" in plain
+    assert plain.index("acme-challenge") < plain.index("location / {")
+
+    tls = render_server_block(
+        AppRoute("web", ["web.localhost"], ["127.0.0.1:1"],
+                 cert=CertPaths(Path("/c.crt"), Path("/c.key")), acme_root=root,
+                 hsts=Hsts(max_age=300, include_subdomains=False)),
+        Listen(http=("127.0.0.1", 80), https=("127.0.0.1", 443)),
+    )  # fmt: skip
+    http_block = tls[tls.index("listen 127.0.0.1:80;"): tls.index("listen 127.0.0.1:443 ssl;")]
+    assert "acme-challenge" in http_block and "return 301 https://$host$request_uri;" in http_block
+    # The redirect must sit inside a location, or it would run before the challenge one.
+    assert http_block.index("location / {") < http_block.index("return 301")
+    assert 'add_header Strict-Transport-Security "max-age=300" always;' in tls
+    no_hsts = render_server_block(
+        AppRoute("web", ["web.localhost"], ["127.0.0.1:1"],
+                 cert=CertPaths(Path("/c.crt"), Path("/c.key"))),
+        Listen(http=("127.0.0.1", 80), https=("127.0.0.1", 443)),
+    )  # fmt: skip
+    assert "Strict-Transport-Security" not in no_hsts
+
+
+def test_webroot_refuses_tokens_that_are_not_base64url(tmp_path: Path) -> None:
+    webroot = acme_client.Webroot(tmp_path / "challenges")
+    for token in ("../../certs/1/server.key", "a/b" * 8, "x" * 8, "tok en" * 4, ""):
+        with pytest.raises(acme_client.AcmeError):
+            webroot.publish(token, "value")
+    token = "A1b2_C3d4-E5f6G7h8"
+    webroot.publish(token, "key-authorization")
+    assert (tmp_path / "challenges" / token).read_text() == "key-authorization"
+    webroot.withdraw(token)
+    assert not (tmp_path / "challenges" / token).exists()
+
+
+def test_acme_errors_never_echo_a_response_body() -> None:
+    text = acme_client.clean("line one\nline\x1b[31m two" + "x" * 1000, 50)
+    assert "\n" not in text and "\x1b" not in text and len(text) == 50
+
+
+# ---------------------------------------------------------------- end to end: fixtures
+
+
+@dataclass
+class Upstream:
+    """An app stand-in: answers every path with its label, and remembers what it was asked."""
+
+    label: str
+    server: http.server.ThreadingHTTPServer
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+
+def make_upstream(label: str) -> Upstream:
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
+
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            body = json.dumps({"app": label, "path": self.path}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return Upstream(label, srv, seen)
+
+
+@dataclass
+class Env:
+    pebble: Pebble
+    server: DockyardServer
+    upstreams: list[Upstream] = field(default_factory=list)
+
+    def services(self) -> Services:
+        return Services(Settings(data_dir=self.server.data_dir,
+                                 http_listen=("127.0.0.1", self.server.http_port)))  # fmt: skip
+
+    def deploy(self, app: str, key: Path | None = None) -> Upstream:
+        """Create `app` and route it to a fresh upstream, as a deploy's publish does."""
+        res = self.server.ssh("apps:create", app, key=key)
+        assert res.returncode == 0, res.stderr
+        upstream = make_upstream(app)
+        self.upstreams.append(upstream)
+        proxy.publish(self.services(), app, [upstream.address])
+        return upstream
+
+    def https_port(self) -> int:
+        # Recorded by the server at its start, as every render reads it.
+        return Router(self.services()).https_listen()[1]
+
+    def curl(self, host: str, path: str = "/", scheme: str = "https") -> tuple[int, str, str]:
+        """(status, body, stderr) from real curl, verifying the served chain against
+        pebble's root only (so the intermediate must come from nginx)."""
+        port = self.https_port() if scheme == "https" else self.server.http_port
+        proc = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--resolve", f"{host}:{port}:127.0.0.1",
+             "--cacert", str(self.pebble.root_pem), "-o", "-", "-w", "\n%{http_code}",
+             f"{scheme}://{host}:{port}{path}"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        body, _, status = proc.stdout.rpartition("\n")
+        return int(status or 0), body, proc.stderr
+
+    def headers(self, host: str, scheme: str = "https") -> str:
+        port = self.https_port() if scheme == "https" else self.server.http_port
+        proc = subprocess.run(
+            ["curl", "-sS", "-D", "-", "-o", "/dev/null", "--max-time", "10",
+             "--resolve", f"{host}:{port}:127.0.0.1", "--cacert", str(self.pebble.root_pem),
+             f"{scheme}://{host}:{port}/"],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        return proc.stdout
+
+    def served_fingerprint(self, host: str) -> str:
+        context = ssl.create_default_context(cafile=str(self.pebble.root_pem))
+        with socket.create_connection(("127.0.0.1", self.https_port()), timeout=10) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as tls:
+                der = tls.getpeercert(binary_form=True)
+        return hashlib.sha256(der).hexdigest()
+
+    def listing(self, key: Path | None = None) -> dict[str, dict]:
+        res = self.server.ssh("letsencrypt:list", "--format", "json", key=key)
+        assert res.returncode == 0, res.stderr
+        return {row["app"]: row for row in json.loads(res.stdout)}
+
+
+def fingerprint_hex(info_fingerprint: str) -> str:
+    return info_fingerprint.replace(":", "")
+
+
+def start_env(tmp: Path, interval: str = "1") -> Env:
+    """pebble, then a server whose HTTP port is pebble's validation port, told to use it."""
+    for tool in ("pebble", "pebble-challtestsrv", "curl", "ssh"):
+        require_tool(tool)
+    pebble = start_pebble(tmp / "pebble")
+    try:
+        data_dir, keys_dir, admin_key, user_key = _provision(tmp)
+        srv = start_server(
+            data_dir, keys_dir, admin_key, user_key, http_port=pebble.http_port,
+            extra_env={le.ENV_CHECK_INTERVAL: interval},
+        )  # fmt: skip
+    except BaseException:
+        stop_pebble(pebble)
+        raise
+    env = Env(pebble, srv)
+    for pair in (("server", pebble.directory_url), ("server-ca-file", str(pebble.api_ca_file)),
+                 ("email", "ops@example.com")):  # fmt: skip
+        res = srv.ssh("letsencrypt:set", "--global", *pair)
+        assert res.returncode == 0, res.stderr
+    return env
+
+
+def stop_env(env: Env) -> None:
+    stop_server(env.server)
+    remove_leftovers_of(env.server.data_dir)
+    for upstream in env.upstreams:
+        upstream.server.shutdown()
+        upstream.server.server_close()
+    stop_pebble(env.pebble)
+
+
+@contextmanager
+def fresh_env(interval: str = "1") -> Iterator[tuple[Env, Path]]:
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-le-"))
+    try:
+        env = start_env(tmp, interval)
+        try:
+            yield env, tmp
+        finally:
+            stop_env(env)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def env() -> Iterator[Env]:
+    """One pebble and one server for the module; each test uses its own apps."""
+    with fresh_env() as (environment, _):
+        yield environment
+
+
+def ok(res) -> str:
+    assert res.returncode == 0, f"stdout:\n{res.stdout}\nstderr:\n{res.stderr}"
+    return res.stdout
+
+
+def http_get(port: int, host: str, path: str) -> tuple[int, bytes, dict[str, str]]:
+    """A raw request: the path goes out exactly as given (no client-side normalising)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Host": host})
+        resp = conn.getresponse()
+        return resp.status, resp.read(), dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def cert_file(env: Env, app: str) -> Path:
+    report = json.loads(ok(env.server.ssh("certs:report", app, "--format", "json")))
+    return Path(report["ssl-dir"]) / "server.crt"
+
+
+class HttpsLoad:
+    """A few client threads, each opening a new verified TLS connection per request (so
+    every request meets whichever nginx workers accept at that moment), counting answers
+    that are not the app's 200 as failures. Bounded: `threads` in flight, a pause between."""
+
+    def __init__(self, env: Env, host: str, app: str, threads: int = 4) -> None:
+        self.port = env.https_port()
+        self.host, self.app, self.threads = host, app, threads
+        self.context = ssl.create_default_context(cafile=str(env.pebble.root_pem))
+        self.sent = 0
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._workers: list[threading.Thread] = []
+
+    def _one(self) -> str | None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as raw:
+                with self.context.wrap_socket(raw, server_hostname=self.host) as tls:
+                    conn = http.client.HTTPConnection(self.host)
+                    conn.sock = tls
+                    conn.request("GET", "/", headers={"Host": self.host})
+                    resp = conn.getresponse()
+                    body = resp.read()
+            if resp.status != 200 or json.loads(body)["app"] != self.app:
+                return f"status {resp.status}"
+        except (OSError, ValueError) as exc:
+            return repr(exc)
+        return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            failure = self._one()
+            with self._lock:
+                self.sent += 1
+                if failure:
+                    self.failures.append(failure)
+            time.sleep(0.005)
+
+    def __enter__(self) -> HttpsLoad:
+        for _ in range(self.threads):
+            worker = threading.Thread(target=self._run, daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=30)
+
+
+# ---------------------------------------------------------------- end to end: tests
+
+
+def test_challenges_answered_from_the_data_dir_before_any_certificate(env: Env) -> None:
+    upstream = env.deploy("plain")
+    challenge_dir = env.server.data_dir / "nginx" / "acme" / ".well-known" / "acme-challenge"
+    token = "Test_token-0123456789abcdef"
+    (challenge_dir / token).write_text("token.thumbprint")
+    try:
+        status, body, _ = http_get(env.server.http_port, "plain.localhost",
+                                   f"/.well-known/acme-challenge/{token}")  # fmt: skip
+        assert (status, body) == (200, b"token.thumbprint")
+        status, _, _ = http_get(env.server.http_port, "plain.localhost",
+                                "/.well-known/acme-challenge/no-such-token-0123456789")  # fmt: skip
+        assert status == 404
+    finally:
+        (challenge_dir / token).unlink()
+    assert upstream.paths == []  # never proxied to the app
+    assert http_get(env.server.http_port, "plain.localhost", "/x")[0] == 200
+    assert upstream.paths == ["/x"]
+
+
+def test_issue_for_two_domains_serves_the_full_chain(env: Env) -> None:
+    srv = env.server
+    upstream = env.deploy("shop")
+    ok(srv.ssh("domains:add", "shop", "www.shop.test"))
+    out = ok(srv.ssh("letsencrypt:enable", "shop"))
+    assert "=====> Enabling letsencrypt for shop" in out
+    assert "-----> Certificate installed for shop" in out
+    for host in ("shop.localhost", "www.shop.test"):
+        status, body, err = env.curl(host)
+        assert status == 200 and json.loads(body)["app"] == "shop", err
+
+    # The served file is the full chain (leaf, then pebble's intermediate) for both names.
+    crt = cert_file(env, "shop")
+    chain = x509.load_pem_x509_certificates(crt.read_bytes())
+    assert len(chain) == 2
+    assert "Pebble Intermediate" in chain[0].issuer.rfc4514_string()
+    assert chain[0].issuer == chain[1].subject
+    san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sorted(san.get_values_for_type(x509.DNSName)) == ["shop.localhost", "www.shop.test"]
+    assert (crt.parent / "server.key").stat().st_mode & 0o777 == 0o600
+    account_keys = list((srv.data_dir / "letsencrypt" / "accounts").glob("*/account.key"))
+    assert account_keys and all(k.stat().st_mode & 0o777 == 0o600 for k in account_keys)
+
+    # Plain HTTP redirects; challenge paths stay with nginx, also when they try to climb out.
+    https_port = env.https_port()
+    status, _, headers = http_get(srv.http_port, "shop.localhost", "/a?b=c")
+    assert status == 301 and headers["Location"] == f"https://shop.localhost:{https_port}/a?b=c"
+    seen = len(upstream.paths)
+    for path in ("/.well-known/acme-challenge/unknown-token-0123456789",
+                 "/.well-known/acme-challenge/../../certs/1/server.key",
+                 "/.well-known/acme-challenge/..%2f..%2fcerts%2f1%2fserver.key",
+                 "/.well-known/acme-challenge/%2e%2e/%2e%2e/certs/1/server.key",
+                 "/.well-known/acme-challenge/../../../letsencrypt/accounts"):  # fmt: skip
+        status, body, _ = http_get(srv.http_port, "shop.localhost", path)
+        assert status in (301, 400, 404), (path, status)
+        assert b"PRIVATE KEY" not in body
+    assert len(upstream.paths) == seen
+
+    row = env.listing()["shop"]
+    assert row["domains"] == ["shop.localhost", "www.shop.test"] and row["status"] == "ok"
+    assert row["expires_at"] and row["last_renewal"] and row["failures"] == 0
+    assert ok(srv.ssh("letsencrypt:active", "shop")).strip() == "true"
+    text = ok(srv.ssh("letsencrypt:list"))
+    assert "=====> Let's Encrypt certificates" in text and "shop.localhost www.shop.test" in text
+    report = json.loads(ok(srv.ssh("letsencrypt:report", "shop", "--format", "json")))
+    assert report["letsencrypt-active"] is True
+    assert report["letsencrypt-computed-email"] == "ops@example.com"
+    assert report["letsencrypt-computed-server"] == env.pebble.directory_url
+
+    # HSTS: on by default once there is a certificate; off; a shorter max-age.
+    assert "strict-transport-security: max-age=15724800; includesubdomains" in \
+        env.headers("shop.localhost").lower()
+    ok(srv.ssh("proxy:set", "shop", "hsts", "false"))
+    assert "strict-transport-security" not in env.headers("shop.localhost").lower()
+    ok(srv.ssh("proxy:set", "shop", "hsts", "true"))
+    ok(srv.ssh("proxy:set", "shop", "hsts-max-age", "300"))
+    assert "strict-transport-security: max-age=300;" in env.headers("shop.localhost").lower()
+    bad = srv.ssh("proxy:set", "shop", "hsts-max-age", "1e9")
+    assert bad.returncode != 0 and bad.stderr.startswith(" !     Invalid hsts-max-age")
+
+    # A domain added to an app with Let's Encrypt enabled is covered at once.
+    out = ok(srv.ssh("domains:add", "shop", "extra.shop.test"))
+    assert "Let's Encrypt is enabled for shop: reissuing (not yet covering extra.shop.test)" in out
+    status, body, err = env.curl("extra.shop.test")
+    assert status == 200, err
+    assert env.listing()["shop"]["renewals"] == 1
+
+
+def test_renewal_swaps_certificates_with_no_failed_request(env: Env) -> None:
+    srv = env.server
+    env.deploy("live")
+    ok(srv.ssh("letsencrypt:enable", "live"))
+    first = env.served_fingerprint("live.localhost")
+    with HttpsLoad(env, "live.localhost", "live") as load:
+        time.sleep(0.3)
+        out = ok(srv.ssh("letsencrypt:auto-renew", "live", "--force"))
+        assert "Renewing live: forced" in out
+        forced = env.served_fingerprint("live.localhost")
+        assert forced != first
+        # Not due: nothing happens without --force.
+        assert "Nothing to renew" in ok(srv.ssh("letsencrypt:auto-renew", "live"))
+        # renew-days beyond pebble's five-year lifetime: due now, by command…
+        ok(srv.ssh("letsencrypt:set", "live", "renew-days", "3650"))
+        out = ok(srv.ssh("letsencrypt:auto-renew", "live"))
+        assert "Renewing live: expires" in out
+        by_days = env.served_fingerprint("live.localhost")
+        assert by_days != forced
+        # …and by the server's background renewal (it checks every second here).
+        before = env.listing()["live"]["renewals"]
+        wait_for(lambda: env.listing()["live"]["renewals"] > before, 30, "background renewal")
+        ok(srv.ssh("letsencrypt:set", "live", "renew-days"))
+        time.sleep(0.3)
+    assert load.sent >= 50, load.sent
+    assert load.failures == [], load.failures[:5]
+    events = ok(srv.ssh("events", "--format", "json"))
+    renewals = [e for e in json.loads(events) if e["kind"] == "letsencrypt:renew"]
+    assert any(e["actor"] == "letsencrypt" and e["app"] == "live" for e in renewals)
+    status, _, err = env.curl("live.localhost")
+    assert status == 200, err
