@@ -15,6 +15,8 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -549,3 +551,256 @@ def test_renewal_swaps_certificates_with_no_failed_request(env: Env) -> None:
     assert any(e["actor"] == "letsencrypt" and e["app"] == "live" for e in renewals)
     status, _, err = env.curl("live.localhost")
     assert status == 200, err
+
+
+def test_unroutable_name_fails_validation_and_leaves_plain_http(env: Env) -> None:
+    srv = env.server
+    env.pebble.add_a("nowhere.lost.test", "127.0.0.2")  # nothing of ours listens there
+    env.deploy("lost")
+    ok(srv.ssh("domains:add", "lost", "nowhere.lost.test"))
+    res = srv.ssh("letsencrypt:enable", "lost")
+    assert res.returncode != 0
+    assert " !     No certificate for lost: Validation failed for nowhere.lost.test:" in res.stderr
+    assert "connection" in res.stderr.lower()  # pebble's word: connection refused
+    assert " !     lost keeps serving plain HTTP" in res.stderr
+    status, body, _ = http_get(srv.http_port, "lost.localhost", "/")
+    assert status == 200 and json.loads(body)["app"] == "lost"
+    assert ok(srv.ssh("letsencrypt:active", "lost")).strip() == "false"
+    row = env.listing()["lost"]
+    assert row["status"] == "failing" and "nowhere.lost.test" in row["last_error"]
+    listing = srv.ssh("letsencrypt:list")
+    assert " !     lost: Validation failed for nowhere.lost.test" in listing.stderr
+    doctor = srv.ssh("doctor")
+    assert doctor.returncode != 0
+    assert "BAD letsencrypt: lost: " in doctor.stdout and "nowhere.lost.test" in doctor.stdout
+    events = json.loads(ok(srv.ssh("events", "--format", "json")))
+    assert any(e["kind"] == "letsencrypt:failed" and e["app"] == "lost" for e in events)
+
+    # The name is dropped: the failure is resolved, and the next renewal issues.
+    ok(srv.ssh("domains:remove", "lost", "nowhere.lost.test"))
+    wait_for(lambda: env.listing()["lost"]["status"] == "ok", 30, "background issuance")
+    status, _, err = env.curl("lost.localhost")
+    assert status == 200, err
+
+
+def test_failed_renewal_keeps_the_working_certificate(env: Env) -> None:
+    srv = env.server
+    env.deploy("steady")
+    ok(srv.ssh("letsencrypt:enable", "steady"))
+    working = env.served_fingerprint("steady.localhost")
+    env.pebble.add_a("broken.steady.test", "127.0.0.2")
+    res = srv.ssh("domains:add", "steady", "broken.steady.test")
+    assert res.returncode == 0, res.stderr  # the domain was added; the reissue is what failed
+    assert " !     No certificate for steady: Validation failed for broken.steady.test" in (
+        res.stderr
+    )
+    assert " !     steady keeps its current certificate (expires " in res.stderr
+    # The background keeps trying, backing off, and the working certificate keeps serving.
+    wait_for(lambda: env.listing()["steady"]["failures"] >= 3, 40, "background retries")
+    row = env.listing()["steady"]
+    assert row["status"] == "failing" and row["next_attempt"]
+    assert env.served_fingerprint("steady.localhost") == working
+    status, _, err = env.curl("steady.localhost")
+    assert status == 200, err
+    doctor = srv.ssh("doctor", "--format", "json")
+    findings = [f for f in json.loads(doctor.stdout) if f["check"] == "letsencrypt"]
+    assert any(not f["ok"] and f["message"].startswith("steady: ") for f in findings)
+    attempts = [e for e in json.loads(ok(srv.ssh("events", "--format", "json")))
+                if e["kind"] == "letsencrypt:failed" and e["app"] == "steady"]  # fmt: skip
+    assert len(attempts) >= 3
+    # Back-off: the retries spread out (1, 2, 4 … check intervals), not one per second.
+    at = sorted(e["at"] for e in attempts)
+    assert at[2] - at[1] > at[1] - at[0] > 0.9
+    ok(srv.ssh("domains:remove", "steady", "broken.steady.test"))
+    assert env.listing()["steady"]["status"] == "ok"
+
+
+def test_revoke_then_enable_then_disable(env: Env) -> None:
+    srv = env.server
+    env.deploy("gone")
+    ok(srv.ssh("letsencrypt:enable", "gone"))
+    leaf = x509.load_pem_x509_certificates(cert_file(env, "gone").read_bytes())[0]
+    assert env.pebble.cert_status(f"{leaf.serial_number:x}") == "Valid"
+    out = ok(srv.ssh("letsencrypt:revoke", "gone"))
+    assert "Revoking the certificate of gone" in out
+    assert env.pebble.cert_status(f"{leaf.serial_number:x}") == "Revoked"
+    status, body, _ = http_get(srv.http_port, "gone.localhost", "/")
+    assert status == 200 and json.loads(body)["app"] == "gone"
+    assert ok(srv.ssh("letsencrypt:active", "gone")).strip() == "false"
+    assert env.listing()["gone"]["status"] == "disabled"
+    again = srv.ssh("letsencrypt:revoke", "gone")
+    assert again.returncode != 0 and "no Let's Encrypt certificate" in again.stderr
+
+    ok(srv.ssh("letsencrypt:enable", "gone"))
+    status, _, err = env.curl("gone.localhost")
+    assert status == 200, err
+    out = ok(srv.ssh("letsencrypt:disable", "gone"))
+    assert "-----> Disabling letsencrypt for gone" in out
+    assert http_get(srv.http_port, "gone.localhost", "/")[0] == 200
+    report = json.loads(ok(srv.ssh("certs:report", "gone", "--format", "json")))
+    assert report["ssl-enabled"] is False
+    again = srv.ssh("letsencrypt:disable", "gone")
+    assert again.returncode != 0 and "not enabled" in again.stderr
+    # Disabled stays disabled: the background renewal leaves it alone.
+    time.sleep(2.5)
+    assert env.listing()["gone"]["status"] == "disabled"
+    ok(srv.ssh("letsencrypt:cleanup", "gone"))
+    assert "gone" not in env.listing()
+
+
+def test_a_non_admin_cannot_reach_files_urls_or_other_apps(env: Env) -> None:
+    srv = env.server
+    alice = srv.user_key
+    env.deploy("theirs")  # the admin's
+    env.deploy("mine", key=alice)
+    before = ok(srv.ssh("letsencrypt:report", "--global", "--format", "json"))
+    refused = [
+        # Where the server would connect to, or what it would read: admin only.
+        ("letsencrypt:set", "mine", "server", "https://127.0.0.1:2375/containers/json"),
+        ("letsencrypt:set", "mine", "server", "https://localhost:22/"),
+        ("letsencrypt:set", "mine", "server", "file:///etc/shadow"),
+        ("letsencrypt:set", "mine", "server-ca-file", "/etc/shadow"),
+        ("letsencrypt:set", "--global", "server-ca-file", "/etc/ssl/certs/ca-certificates.crt"),
+        ("letsencrypt:set", "--global", "server", "staging"),
+        ("letsencrypt:set", "--global", "auto", "true"),
+        ("letsencrypt:report", "--global"),
+        ("letsencrypt:enable", "--all"),
+        ("letsencrypt:auto-renew",),
+        # Another key's app.
+        ("letsencrypt:enable", "theirs"),
+        ("letsencrypt:disable", "theirs"),
+        ("letsencrypt:revoke", "theirs"),
+        ("letsencrypt:auto-renew", "theirs", "--force"),
+        ("letsencrypt:cleanup", "theirs"),
+        ("letsencrypt:active", "theirs"),
+        ("letsencrypt:report", "theirs"),
+        ("letsencrypt:set", "theirs", "email", "alice@example.com"),
+        ("proxy:set", "theirs", "hsts", "false"),
+        # Malformed values never reach a file.
+        ("letsencrypt:set", "mine", "email", "a@example.com\nserver=https://x"),
+        ("letsencrypt:set", "mine", "renew-days", "0"),
+        ("letsencrypt:set", "mine", "../../etc/passwd", "x"),
+        ("letsencrypt:enable", "../theirs"),
+    ]
+    for argv in refused:
+        res = srv.ssh(*argv, key=alice)
+        assert res.returncode != 0, argv
+        assert res.stderr.startswith(" !     "), (argv, res.stderr)
+        assert "root:" not in res.stderr and "BEGIN" not in res.stderr, argv
+    shadow = srv.ssh("letsencrypt:set", "mine", "server-ca-file", "/etc/shadow", key=alice)
+    assert "is set per global" in shadow.stderr  # refused before the path is looked at
+    custom = srv.ssh("letsencrypt:set", "mine", "server", "https://127.0.0.1:2375/", key=alice)
+    assert "Only an admin key" in custom.stderr
+    assert ok(srv.ssh("letsencrypt:report", "--global", "--format", "json")) == before
+
+    # Even an admin cannot make the server show a file's content.
+    res = srv.ssh("letsencrypt:set", "--global", "server-ca-file", "/etc/passwd")
+    assert res.returncode != 0 and "holds no PEM certificate" in res.stderr
+    assert "root:" not in res.stderr
+
+    # What alice may do: named servers and her own app's certificate, from the admin's CA.
+    ok(srv.ssh("letsencrypt:set", "mine", "server", "staging", key=alice))
+    ok(srv.ssh("letsencrypt:set", "mine", "server", key=alice))
+    ok(srv.ssh("letsencrypt:set", "mine", "email", "alice@example.com", key=alice))
+    ok(srv.ssh("letsencrypt:enable", "mine", key=alice))
+    status, _, err = env.curl("mine.localhost")
+    assert status == 200, err
+    assert set(env.listing(key=alice)) == {"mine"}
+    report = json.loads(ok(srv.ssh("letsencrypt:report", "mine", "--format", "json", key=alice)))
+    assert "letsencrypt-global-server-ca-file" not in report
+    assert report["letsencrypt-email"] == "alice@example.com"
+
+
+def test_backup_and_restore_keep_certificates_and_the_account() -> None:
+    with fresh_env() as (env, tmp):
+        env.deploy("safe")
+        ok(env.server.ssh("letsencrypt:enable", "safe"))
+        served = env.served_fingerprint("safe.localhost")
+        account = next((env.server.data_dir / "letsencrypt" / "accounts").glob("*/account.json"))
+        archive = tmp / "backup.tar.gz"
+        ok(env.server.cli("backup", str(archive)))
+        with tarfile.open(archive) as tar:
+            names = tar.getnames()
+        assert any(n.endswith("/account.key") and n.startswith("letsencrypt/accounts/")
+                   for n in names)  # fmt: skip
+        assert any(n.startswith("nginx/certs/") and n.endswith("/server.key") for n in names)
+        assert not any("acme-challenge" in n for n in names)
+
+        # The machine is lost: a new data dir from the archive, a new server on it.
+        stop_server(env.server)
+        remove_leftovers_of(env.server.data_dir)
+        restored = tmp / "restored"
+        proc = subprocess.run(
+            [sys.executable, "-m", "dockyard.cli", "--data-dir", str(restored), "restore",
+             str(archive)], capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        keys = list(restored.glob("letsencrypt/accounts/*/account.key"))
+        keys += list(restored.glob("nginx/certs/*/server.key"))
+        assert len(keys) == 2 and all(k.stat().st_mode & 0o777 == 0o600 for k in keys)
+        for directory in ("letsencrypt", "letsencrypt/accounts", "nginx/certs"):
+            assert (restored / directory).stat().st_mode & 0o777 == 0o700
+        srv = env.server
+        env.server = start_server(
+            restored, srv.keys_dir, srv.admin_key, srv.user_key, http_port=env.pebble.http_port,
+            extra_env={le.ENV_CHECK_INTERVAL: "1"},
+        )  # fmt: skip
+        wait_for(lambda: env.curl("safe.localhost")[0] == 200, 20, "restored HTTPS")
+        assert env.served_fingerprint("safe.localhost") == served
+        ok(env.server.ssh("letsencrypt:auto-renew", "safe", "--force"))
+        assert env.served_fingerprint("safe.localhost") != served
+        again = restored / "letsencrypt" / "accounts" / account.parent.name / "account.json"
+        assert json.loads(again.read_text())["uri"] == json.loads(account.read_text())["uri"]
+
+
+BUSYBOX_DOCKERFILE = """FROM dockyard-base/busybox:latest
+COPY www /www
+CMD ["/bin/sh", "-c", "exec httpd -f -p $PORT -h /www"]
+"""
+
+
+def push_app(env: Env, tmp: Path, app: str) -> subprocess.CompletedProcess:
+    repo = tmp / f"repo-{app}"
+    (repo / "www").mkdir(parents=True)
+    (repo / "Dockerfile").write_text(BUSYBOX_DOCKERFILE)
+    (repo / "www" / "index.html").write_text(f"hello from {app}\n")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"],
+                 ["-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m",
+                  "first"]):  # fmt: skip
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return subprocess.run(
+        ["git", "-C", str(repo), "push", env.server.remote(app), "main"],
+        capture_output=True, text=True, env=env.server.git_env(), timeout=300,
+    )  # fmt: skip
+
+
+def test_auto_on_first_deploy_enable_before_deploy_and_enable_all(docker_engine) -> None:
+    with fresh_env() as (env, tmp):
+        srv = env.server
+        require_tool("git")
+        ok(srv.ssh("letsencrypt:set", "--global", "auto", "true"))
+        push = push_app(env, tmp, "autoapp")
+        assert push.returncode == 0, push.stderr
+        assert "Let's Encrypt: auto is on, requesting a certificate for autoapp" in push.stderr
+        assert "Certificate installed for autoapp" in push.stderr
+        status, body, err = env.curl("autoapp.localhost")
+        assert status == 200 and body == "hello from autoapp\n", err
+        ok(srv.ssh("letsencrypt:set", "--global", "auto"))
+
+        # Enabled before its first deploy: the deploy brings the certificate.
+        ok(srv.ssh("apps:create", "later"))
+        out = ok(srv.ssh("letsencrypt:enable", "later"))
+        assert "not deployed yet" in out
+        push = push_app(env, tmp, "later")
+        assert push.returncode == 0, push.stderr
+        assert "Certificate installed for later" in push.stderr
+        assert env.curl("later.localhost")[0] == 200
+
+        # --all: every app, admins only.
+        env.deploy("one")
+        env.deploy("two")
+        out = ok(srv.ssh("letsencrypt:enable", "--all"))
+        for app in ("one", "two"):
+            assert f"Certificate installed for {app}" in out
+            assert env.curl(f"{app}.localhost")[0] == 200
+        assert {r["status"] for r in env.listing().values()} == {"ok"}

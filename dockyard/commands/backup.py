@@ -93,7 +93,13 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
         for member in members:
             _check_member(member)
         with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
-            tar.extractall(scratch, members=members, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(scratch, members=members, filter="data")
+            else:
+                # `filter=` arrived in Python 3.11.4; Debian 12 ships 3.11.2. Every member
+                # passed _check_member (relative, no "..", files and directories only),
+                # which is what the "data" filter would enforce here.
+                tar.extractall(scratch, members=members)  # noqa: S202
             restored = []
             for name in KEPT:
                 src = Path(scratch) / name
