@@ -441,7 +441,7 @@ def issue(
         current = store.get(app)
         if if_due and current is not None:
             if due_reason(router, app, current, datetime.now(UTC)) is None:
-                out.step(f"The certificate of {app.name} was renewed meanwhile; nothing to do")
+                out.step(f"{app.name} already has a current certificate (issued meanwhile)")
                 return current
         st = current or LeState(app_id=app.id)
         st = dataclasses.replace(st, enabled=True, last_attempt=time.time())

@@ -608,9 +608,10 @@ def test_failed_renewal_keeps_the_working_certificate(env: Env) -> None:
     attempts = [e for e in json.loads(ok(srv.ssh("events", "--format", "json")))
                 if e["kind"] == "letsencrypt:failed" and e["app"] == "steady"]  # fmt: skip
     assert len(attempts) >= 3
-    # Back-off: the retries spread out (1, 2, 4 … check intervals), not one per second.
+    # Back-off: the retries spread out (1, 2, 4 … check intervals), not one per second. (The
+    # first two may come together: the command's and the background's own first attempt.)
     at = sorted(e["at"] for e in attempts)
-    assert at[2] - at[1] > at[1] - at[0] > 0.9
+    assert at[-1] - at[-2] >= 1.9, at
     ok(srv.ssh("domains:remove", "steady", "broken.steady.test"))
     assert env.listing()["steady"]["status"] == "ok"
 
@@ -793,7 +794,9 @@ def test_auto_on_first_deploy_enable_before_deploy_and_enable_all(docker_engine)
         assert "not deployed yet" in out
         push = push_app(env, tmp, "later")
         assert push.returncode == 0, push.stderr
-        assert "Certificate installed for later" in push.stderr
+        # The deploy's hook issues it, unless the background renewal got there first.
+        assert ("Certificate installed for later" in push.stderr
+                or "later already has a current certificate" in push.stderr), push.stderr
         assert env.curl("later.localhost")[0] == 200
 
         # --all: every app, admins only.
