@@ -14,7 +14,8 @@ Invariants:
   §8.1); every token file published for an order is removed when the order ends, however
   it ends.
 - Keys are written 0600 (account key, certificate key); the account key is created once
-  per (directory URL, email) and kept, so renewals and revocation use the same account.
+  per (directory URL, email) and kept, so renewals use the same account. Revocation is
+  signed with the certificate's own key, so it works whichever account ordered it.
 - Errors are `AcmeError`s whose message is fit for ` !     `: an ACME problem's type and
   detail (length-bounded, control characters removed) or what failed on the network,
   never a response body, so a directory URL cannot be used to read what another service
@@ -214,6 +215,11 @@ class Webroot:
 # ---------------------------------------------------------------- protocol
 
 
+def _verify(endpoint: Endpoint) -> bool | str:
+    # requests takes a CA bundle path where the library's signature says bool.
+    return str(endpoint.ca_bundle) if endpoint.ca_bundle else True
+
+
 def open_account(accounts_dir: Path, endpoint: Endpoint, email: str) -> Account:
     """The account for (directory, email), registered if the server does not know its key.
 
@@ -222,10 +228,9 @@ def open_account(accounts_dir: Path, endpoint: Endpoint, email: str) -> Account:
     every restart) is simply made again."""
     directory = accounts_dir / account_id(endpoint.directory_url, email)
     key = _account_key(directory)
-    verify: bool | str = str(endpoint.ca_bundle) if endpoint.ca_bundle else True
     net = client.ClientNetwork(
         key, alg=jose.ES256, user_agent=USER_AGENT, timeout=NETWORK_TIMEOUT,
-        verify_ssl=verify,  # type: ignore[arg-type]  (requests takes a CA bundle path)
+        verify_ssl=_verify(endpoint),  # type: ignore[arg-type]
     )  # fmt: skip
     with _errors("Reading the ACME directory", endpoint):
         acme = client.ClientV2(client.ClientV2.get_directory(endpoint.directory_url, net), net)
@@ -327,12 +332,21 @@ def issue(
     return Issued(chain_pem=chain.encode("ascii"), key_pem=key_pem)
 
 
-def revoke(account: Account, chain_pem: bytes) -> bool:
-    """Revoke the leaf of `chain_pem`; False when the server says it already is."""
+def revoke(endpoint: Endpoint, chain_pem: bytes, key_pem: bytes) -> bool:
+    """Revoke the leaf of `chain_pem`, signing with the certificate's own key (RFC 8555
+    §7.6), so it works whichever account ordered it. False when it already was revoked."""
     leaf = x509.load_pem_x509_certificates(chain_pem)[0]
-    with _errors("Revoking the certificate", account.endpoint):
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise AcmeError("Only certificates with an EC key (as Dockyard makes them) are revoked")
+    net = client.ClientNetwork(
+        jose.JWKEC(key=key), alg=jose.ES256, user_agent=USER_AGENT, timeout=NETWORK_TIMEOUT,
+        verify_ssl=_verify(endpoint),  # type: ignore[arg-type]
+    )  # fmt: skip
+    with _errors("Revoking the certificate", endpoint):
+        acme = client.ClientV2(client.ClientV2.get_directory(endpoint.directory_url, net), net)
         try:
-            account.client.revoke(leaf, REVOCATION_UNSPECIFIED)
+            acme.revoke(leaf, REVOCATION_UNSPECIFIED)
         except messages.Error as exc:
             if (exc.typ or "").endswith(":alreadyRevoked"):
                 return False

@@ -539,13 +539,12 @@ def revoke(services: Services, app: App, out: Output, actor: str) -> None:
                 f"The certificate of {app.name} was not issued by Let's Encrypt here "
                 "(certs:add replaced it); nothing to revoke"
             )
-        chain = router.cert_paths(app).crt.read_bytes()
+        paths = router.cert_paths(app)
+        chain, key = paths.crt.read_bytes(), paths.key.read_bytes()
+        # At the server that issued it, whatever the app's setting says today.
         endpoint = endpoint_for(services, app, server=st.server)
         out.step(f"Revoking the certificate of {app.name} at {server_label(endpoint)}")
-        account = acme_client.open_account(
-            accounts_dir(services), endpoint, setting_value(services, app, "email")
-        )
-        if not acme_client.revoke(account, chain):
+        if not acme_client.revoke(endpoint, chain, key):
             out.detail("It was already revoked")
         _remove_cert(router, app)
         store.save(LeState(app_id=app.id, enabled=False, server=st.server, account=st.account,
