@@ -697,6 +697,15 @@ def check_renewals(services: Services) -> list[Finding]:
                 "letsencrypt", False, f"{app.name}: certificate expires {st.not_after[:19]} UTC",
                 f"letsencrypt:auto-renew {app.name} --force",
             ))  # fmt: skip
+    for private in [services.settings.letsencrypt_dir, *accounts_dir(services).glob("*/*.key")]:
+        try:
+            mode = private.stat().st_mode
+        except OSError:
+            continue
+        if mode & 0o077:
+            found.append(Finding("letsencrypt", False,
+                                 f"{private} is open to others ({stat.filemode(mode)})",
+                                 f"chmod go-rwx {private}"))  # fmt: skip
     ca_file = setting_value(services, None, "server-ca-file")
     if ca_file:
         try:

@@ -147,6 +147,22 @@ def test_renewal_window_and_backoff(tmp_path: Path) -> None:
     assert 240 <= delays[3] <= 300 and 240 <= delays[4] <= 300  # capped at 24 intervals
 
 
+def test_doctor_finds_failing_renewals_and_open_keys(tmp_path: Path) -> None:
+    services = Services(Settings(data_dir=tmp_path / "data"))
+    assert [f.ok for f in le.check_renewals(services)] == [True]
+    app = services.apps.create("w", "admin")
+    le.LeStore(services).save(le.LeState(app_id=app.id, enabled=True, failures=2,
+                                         last_error="Validation failed for w.localhost"))
+    key = le.accounts_dir(services) / "abc" / "account.key"
+    key.parent.mkdir(parents=True)
+    key.write_bytes(b"-")
+    key.chmod(0o644)
+    messages = [f.message for f in le.check_renewals(services) if not f.ok]
+    assert any(m.startswith("w: 2 failed attempt(s)") and "Validation failed" in m
+               for m in messages)  # fmt: skip
+    assert any(str(key) in m and "open to others" in m for m in messages)
+
+
 def test_render_answers_challenges_and_redirects_the_rest() -> None:
     root = Path("/d/nginx/acme")
     plain = render_server_block(
