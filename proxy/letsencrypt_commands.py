@@ -9,6 +9,7 @@ and so does any setting value the table marks admin-only.
 from __future__ import annotations
 
 import dataclasses
+import time
 from datetime import UTC, datetime
 
 from dockyard.access import can_see
@@ -31,7 +32,31 @@ def _visible(ctx: Context) -> list[App]:
     return [a for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))]
 
 
+# A non-admin may not order a certificate again for the same names within this time: CAs
+# limit orders per account (shared by every app using the same email) and duplicate
+# certificates per set of names (Let's Encrypt: 5 a week), and a loop of forced
+# re-issues by one key would spend them for everyone.
+REISSUE_COOLDOWN = 3600.0
+
+
+def _check_cooldown(ctx: Context, app: App) -> None:
+    if ctx.identity.is_admin:
+        return
+    st = le.LeStore(ctx.services).get(app)
+    router = Router(ctx.services)
+    if st is None or not st.issued_at or le.due_reason(router, app, st, datetime.now(UTC)):
+        return
+    age = time.time() - st.issued_at
+    if age < REISSUE_COOLDOWN:
+        raise DockyardError(
+            f"{app.name} got its certificate {int(age // 60)} min ago and it covers all its "
+            f"names; a new one is possible {int((REISSUE_COOLDOWN - age) // 60) + 1} min from "
+            "now (CAs limit duplicate certificates), or ask an admin"
+        )
+
+
 def _enable_one(ctx: Context, app: App) -> None:
+    _check_cooldown(ctx, app)
     ctx.out.heading(f"Enabling letsencrypt for {app.name}")
     router = Router(ctx.services)
     if router.route(app) is None:
@@ -116,6 +141,8 @@ def auto_renew(ctx: Context, argv: list[str]) -> int:
         st = le.LeStore(ctx.services).get(app)
         if st is None or not st.enabled:
             raise DockyardError(f"Let's Encrypt is not enabled for {app.name}")
+        if args.force:
+            _check_cooldown(ctx, app)
         apps = [app]
     else:
         ctx.require_admin("renew the certificates of every app")

@@ -723,6 +723,10 @@ def test_a_non_admin_cannot_reach_files_urls_or_other_apps(env: Env) -> None:
     status, _, err = env.curl("mine.localhost")
     assert status == 200, err
     assert set(env.listing(key=alice)) == {"mine"}
+    # Not a loop of forced orders either: they spend the CA's limits for everyone.
+    for argv in (("letsencrypt:enable", "mine"), ("letsencrypt:auto-renew", "mine", "--force")):
+        again = srv.ssh(*argv, key=alice)
+        assert again.returncode != 0 and "CAs limit duplicate certificates" in again.stderr
     report = json.loads(ok(srv.ssh("letsencrypt:report", "mine", "--format", "json", key=alice)))
     assert "letsencrypt-global-server-ca-file" not in report
     assert report["letsencrypt-email"] == "alice@example.com"
