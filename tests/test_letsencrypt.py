@@ -50,6 +50,13 @@ from tests.pebble import Pebble, start_pebble, stop_pebble
 # ---------------------------------------------------------------- unit: settings parsers
 
 
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A temp dir removed when the test ends (pytest's tmp_path keeps the last three runs)."""
+    with tempfile.TemporaryDirectory(prefix="dockyard-le-unit-") as directory:
+        yield Path(directory)
+
+
 @pytest.mark.parametrize(
     ("value", "stored"),
     [
@@ -105,11 +112,11 @@ def test_email_renew_days_and_bool_parsers() -> None:
         le.parse_bool("yes")
 
 
-def test_ca_file_parser_reads_only_pem_and_never_echoes(tmp_path: Path) -> None:
-    secret = tmp_path / "secret.txt"
+def test_ca_file_parser_reads_only_pem_and_never_echoes(scratch: Path) -> None:
+    secret = scratch / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT\n")
-    for bad in (str(secret), "relative/path.pem", str(tmp_path), "/etc/../etc/passwd",
-                str(tmp_path / "missing.pem"), "/etc/ssl/certs/x;rm.pem"):  # fmt: skip
+    for bad in (str(secret), "relative/path.pem", str(scratch), "/etc/../etc/passwd",
+                str(scratch / "missing.pem"), "/etc/ssl/certs/x;rm.pem"):  # fmt: skip
         with pytest.raises(UsageError) as err:
             le.parse_ca_file(bad)
         assert "TOP-SECRET" not in err.value.message
@@ -128,8 +135,8 @@ def test_settings_table_declares_every_setting_once() -> None:
     assert not any(s.secret for s in le.SETTINGS)
 
 
-def test_renewal_window_and_backoff(tmp_path: Path) -> None:
-    services = Services(Settings(data_dir=tmp_path / "data"))
+def test_renewal_window_and_backoff(scratch: Path) -> None:
+    services = Services(Settings(data_dir=scratch / "data"))
     app = services.apps.create("w", "admin")
     now = datetime.now(UTC)
 
@@ -147,8 +154,8 @@ def test_renewal_window_and_backoff(tmp_path: Path) -> None:
     assert 240 <= delays[3] <= 300 and 240 <= delays[4] <= 300  # capped at 24 intervals
 
 
-def test_doctor_finds_failing_renewals_and_open_keys(tmp_path: Path) -> None:
-    services = Services(Settings(data_dir=tmp_path / "data"))
+def test_doctor_finds_failing_renewals_and_open_keys(scratch: Path) -> None:
+    services = Services(Settings(data_dir=scratch / "data"))
     assert [f.ok for f in le.check_renewals(services)] == [True]
     app = services.apps.create("w", "admin")
     le.LeStore(services).save(le.LeState(app_id=app.id, enabled=True, failures=2,
@@ -192,16 +199,16 @@ def test_render_answers_challenges_and_redirects_the_rest() -> None:
     assert "Strict-Transport-Security" not in no_hsts
 
 
-def test_webroot_refuses_tokens_that_are_not_base64url(tmp_path: Path) -> None:
-    webroot = acme_client.Webroot(tmp_path / "challenges")
+def test_webroot_refuses_tokens_that_are_not_base64url(scratch: Path) -> None:
+    webroot = acme_client.Webroot(scratch / "challenges")
     for token in ("../../certs/1/server.key", "a/b" * 8, "x" * 8, "tok en" * 4, ""):
         with pytest.raises(acme_client.AcmeError):
             webroot.publish(token, "value")
     token = "A1b2_C3d4-E5f6G7h8"
     webroot.publish(token, "key-authorization")
-    assert (tmp_path / "challenges" / token).read_text() == "key-authorization"
+    assert (scratch / "challenges" / token).read_text() == "key-authorization"
     webroot.withdraw(token)
-    assert not (tmp_path / "challenges" / token).exists()
+    assert not (scratch / "challenges" / token).exists()
 
 
 def test_acme_errors_never_echo_a_response_body() -> None:
