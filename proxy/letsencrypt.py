@@ -419,7 +419,7 @@ def _install(router: Router, app: App, bundle: certs.CertBundle) -> None:
         raise
 
 
-def _still_serving(router: Router, app: App, st: LeState) -> str:
+def _still_serving(router: Router, app: App) -> str:
     info = router.store.cert(app)
     if info is None:
         return f"{app.name} keeps serving plain HTTP"
@@ -485,7 +485,7 @@ def issue(
             log.warning("certificate not issued", app=app.name, error=st.last_error)
             raise LetsEncryptFailed(
                 f"No certificate for {app.name}: {message}\n"
-                f"{_still_serving(router, app, st)}; Dockyard retries in the background "
+                f"{_still_serving(router, app)}; Dockyard retries in the background "
                 f"(letsencrypt:disable {app.name} stops that)"
             ) from None
         renewal = bool(st.fingerprint)
@@ -626,6 +626,8 @@ def after_deploy(ctx: Context, app: App) -> None:
     certificate from certs:add, is left alone)."""
     services = ctx.services
     router = Router(services)
+    if router.route(app) is None:
+        return  # nothing routed (no web process): no name could answer HTTP-01
     st = LeStore(services).get(app)
     if st is None:
         if setting_value(services, app, "auto") != "true" or router.store.cert(app):
