@@ -105,8 +105,10 @@ def parse_server(value: str) -> str:
         port = url.port
     except ValueError:
         raise UsageError(f"Invalid server {value!r}: {problem}") from None
-    if url.scheme != "https" or not url.hostname or url.username or url.password:
-        raise UsageError(f"Invalid server {value!r}: {problem} (no user or password in it)")
+    if url.scheme != "https" or not url.hostname:
+        raise UsageError(f"Invalid server {value!r}: {problem}")
+    if url.username or url.password:
+        raise UsageError(f"Invalid server {value!r}: {problem}, without a user or password")
     if url.query or url.fragment or not URL_PATH_RE.fullmatch(url.path):
         raise UsageError(f"Invalid server {value!r}: {problem} (no query or fragment)")
     try:
@@ -176,6 +178,8 @@ class Setting:
     secret: bool = False
     # Does setting this value need an admin key (beyond access to the app)?
     admin_only: Callable[[str], bool] = _never
+    # What an empty value means, for reports (when the default is a rule, not a value).
+    default_text: str = ""
 
     @property
     def key(self) -> str:
@@ -193,7 +197,8 @@ SETTINGS: tuple[Setting, ...] = (
             admin_only=_always),
     Setting("renew-days", (GLOBAL, APP), parse_renew_days, "",
             f"renew when fewer days are left (1-{MAX_RENEW_DAYS}; default: 30, or a third "
-            "of the lifetime if shorter)"),
+            "of the lifetime if shorter)",
+            default_text="30, or a third of a shorter lifetime"),
     Setting("auto", (GLOBAL, APP), parse_bool, "false",
             "true: an app without a certificate gets one on its next deploy"),
 )  # fmt: skip

@@ -291,8 +291,8 @@ def _report_rows(ctx: Context, app: App) -> list[tuple[str, object]]:
     for s in le.SETTINGS:
         if le.APP not in s.levels:
             continue
-        rows.append((f"Letsencrypt computed {s.name}",
-                     _shown(s, le.setting_value(ctx.services, app, s.name))))  # fmt: skip
+        computed = le.setting_value(ctx.services, app, s.name) or s.default_text
+        rows.append((f"Letsencrypt computed {s.name}", _shown(s, computed)))
         rows.append((f"Letsencrypt global {s.name}", _shown(s, props.get_local(None, s.key))))
         rows.append((f"Letsencrypt {s.name}", _shown(s, props.get_local(app, s.key))))
     return rows
