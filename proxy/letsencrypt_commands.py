@@ -12,7 +12,7 @@ import dataclasses
 import time
 from datetime import UTC, datetime
 
-from dockyard.access import can_see
+from dockyard.access import Access, can_see
 from dockyard.apps import App
 from dockyard.errors import DockyardError, UsageError
 from dockyard.output import report_key
@@ -207,7 +207,7 @@ def _list_row(ctx: Context, router: Router, app: App, st: le.LeState) -> dict[st
 
 
 @command("letsencrypt:list", "List apps with Let's Encrypt: domains, expiry, last renewal",
-         "[--format json]")  # fmt: skip
+         "[--format json]", access=Access.ANYONE)  # fmt: skip
 def list_(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("letsencrypt:list")
     parser.add_format()
@@ -215,7 +215,7 @@ def list_(ctx: Context, argv: list[str]) -> None:
     router = Router(ctx.services)
     store = le.LeStore(ctx.services)
     rows = []
-    for app in _visible(ctx):
+    for app in _visible(ctx):  # any key may list; it sees the apps it may manage
         st = store.get(app)
         if st is not None:
             rows.append(_list_row(ctx, router, app, st))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import http.server
+import io
 import json
 import shutil
 import socket
@@ -28,10 +29,14 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import proxy
+from dockyard.access import Identity
 from dockyard.errors import UsageError
-from dockyard.registry import Services
+from dockyard.output import Output
+from dockyard.registry import COMMANDS, Context, Services, dispatch
 from dockyard.settings import Settings
 from proxy import acme_client
 from proxy import letsencrypt as le
@@ -40,6 +45,7 @@ from proxy.router import Router
 from tests.conftest import (
     DockyardServer,
     _provision,
+    free_port,
     remove_leftovers_of,
     require_tool,
     start_server,
@@ -711,6 +717,11 @@ def test_a_non_admin_cannot_reach_files_urls_or_other_apps(env: Env) -> None:
         assert res.returncode != 0, argv
         assert res.stderr.startswith(" !     "), (argv, res.stderr)
         assert "root:" not in res.stderr and "BEGIN" not in res.stderr, argv
+        if "theirs" in argv or "--global" in argv or "--all" in argv or len(argv) == 1:
+            assert res.returncode == 13, (argv, res.stderr)  # AccessDenied, Dokku-style
+            assert "may not manage app theirs" in res.stderr or "Only an admin key" in (
+                res.stderr
+            ), (argv, res.stderr)
     shadow = srv.ssh("letsencrypt:set", "mine", "server-ca-file", "/etc/shadow", key=alice)
     assert "is set per global" in shadow.stderr  # refused before the path is looked at
     custom = srv.ssh("letsencrypt:set", "mine", "server", "https://127.0.0.1:2375/", key=alice)
@@ -834,3 +845,69 @@ def test_auto_on_first_deploy_enable_before_deploy_and_enable_all(docker_engine)
             assert f"Certificate installed for {app}" in out
             assert env.curl(f"{app}.localhost")[0] == 200
         assert {r["status"] for r in env.listing().values()} == {"ok"}
+
+
+# ---------------------------------------------------------------- fuzz: hostile arguments
+
+FUZZ_WORDS = st.one_of(
+    st.sampled_from([
+        "victim", "mine", "--global", "--all", "--force", "--format", "json", "email", "server",
+        "server-ca-file", "renew-days", "auto", "hsts", "hsts-max-age", "hsts-preload",
+        "true", "false", "0", "3650", "3651", "-1", "production", "staging",
+        "https://127.0.0.1:2375/", "https://[::1]:1/x", "http://x", "file:///etc/shadow",
+        "https://a@b/", "https://x/%00", "/etc/shadow", "/etc/passwd", "/etc/ssl/certs",
+        "/etc/ssl/certs/ca-certificates.crt", "../../etc/passwd", "a@example.com",
+        "a@example.com\nx", "x" * 600, "\x00", "$(id)", "ａｐｐ", "https://[",
+    ]),
+    st.text(max_size=30),
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def fuzz_services() -> Iterator[Services]:
+    with tempfile.TemporaryDirectory(prefix="dockyard-le-fuzz-") as directory:
+        # Loopback ports nobody listens on; no app is routed, so no CA is ever contacted.
+        services = Services(Settings(data_dir=Path(directory) / "data",
+                                     http_listen=("127.0.0.1", free_port()),
+                                     https_listen=("127.0.0.1", free_port())))  # fmt: skip
+        services.apps.create("victim", "admin")
+        services.apps.create("mine", "alice")
+        try:
+            yield services
+        finally:
+            remove_leftovers_of(services.settings.data_dir)
+
+
+def _snapshot(services: Services) -> tuple:
+    state = services.state
+    return (
+        [tuple(r) for r in state.query("SELECT * FROM global_settings ORDER BY key")],
+        [tuple(r) for r in state.query(
+            "SELECT key, value FROM app_settings JOIN apps ON apps.id = app_id "
+            "WHERE apps.name = 'victim' ORDER BY key")],
+        [tuple(r) for r in state.query(
+            "SELECT letsencrypt.* FROM letsencrypt JOIN apps ON apps.id = app_id "
+            "WHERE apps.name = 'victim'")],
+    )  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(name=st.sampled_from(sorted(n for n in COMMANDS if n.startswith("letsencrypt:"))
+                            + ["proxy:set"]),
+       words=st.lists(FUZZ_WORDS, max_size=5), as_admin=st.booleans())  # fmt: skip
+def test_letsencrypt_commands_refuse_hostile_arguments_cleanly(
+    fuzz_services: Services, name: str, words: list[str], as_admin: bool
+) -> None:
+    stdout, stderr = io.BytesIO(), io.BytesIO()
+    identity = Identity("admin", True) if as_admin else Identity("alice", False)
+    ctx = Context(fuzz_services, identity, io.BytesIO(), stdout, stderr, Output(stdout, stderr))
+    before = _snapshot(fuzz_services)
+    status = dispatch(ctx, [name, *words])
+    err = stderr.getvalue().decode(errors="replace")
+    assert "internal error" not in err, ([name, *words], err)
+    if status != 0 and err:
+        assert all(line.startswith(" !     ") for line in err.splitlines()), err
+    assert "root:" not in err + stdout.getvalue().decode(errors="replace")
+    if not as_admin:
+        assert _snapshot(fuzz_services) == before, [name, *words]
