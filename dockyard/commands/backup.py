@@ -84,6 +84,26 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise DockyardError(f"Refusing archive: unexpected entry {member.name!r}")
 
 
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> None:
+    """What `extractall(filter="data")` does, which Debian 12's Python (3.11.2) lacks: the
+    members are already checked to be plain files and directories below `dest`; each gets
+    its mode without setuid, setgid, sticky or write for others, and belongs to us."""
+    for member in members:
+        target = dest / member.name
+        if member.isdir():
+            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        source = tar.extractfile(member)
+        assert source is not None  # a regular file, checked above
+        with source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        os.chmod(target, member.mode & 0o755)
+    for member in members:
+        if member.isdir():
+            os.chmod(dest / member.name, member.mode & 0o755)
+
+
 def restore_backup(archive: Path, data_dir: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tarfile.open(archive, "r:*") as tar:
@@ -93,13 +113,7 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
         for member in members:
             _check_member(member)
         with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
-            if hasattr(tarfile, "data_filter"):
-                tar.extractall(scratch, members=members, filter="data")
-            else:
-                # `filter=` arrived in Python 3.11.4; Debian 12 ships 3.11.2. Every member
-                # passed _check_member (relative, no "..", files and directories only),
-                # which is what the "data" filter would enforce here.
-                tar.extractall(scratch, members=members)  # noqa: S202
+            _extract(tar, members, Path(scratch))
             restored = []
             for name in KEPT:
                 src = Path(scratch) / name
