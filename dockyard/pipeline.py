@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
+import structlog
+
 from dockyard.apps import App
 from dockyard.config_vars import GIT_REV
 from dockyard.errors import DockyardError
@@ -58,8 +60,29 @@ def set_pipeline(pipeline: Pipeline) -> None:
     _pipeline = pipeline
 
 
+# What other stages do once a deploy has put its release into service (the proxy asks for a
+# certificate on an app's first deploy). A hook runs with the push's context, after the
+# switch; it cannot fail the deploy: the new release already serves.
+PostDeployHook = Callable[["Context", App], None]
+_post_deploy: list[PostDeployHook] = []
+log = structlog.get_logger("dockyard.pipeline")
+
+
+def register_post_deploy(hook: PostDeployHook) -> PostDeployHook:
+    _post_deploy.append(hook)
+    return hook
+
+
 def deploy(ctx: Context, app: App, source: Source) -> None:
     _pipeline(ctx, app, source)
+    for hook in _post_deploy:
+        try:
+            hook(ctx, app)
+        except DockyardError as exc:
+            ctx.out.warn(exc.message)
+        except Exception:
+            log.exception("post-deploy hook failed", hook=hook.__qualname__, app=app.name)
+            ctx.out.warn(f"A post-deploy step failed for {app.name}; the server log has details")
 
 
 # Rebuilding without a push (`ps:rebuild`) needs the deploy branch's tip; whoever keeps the

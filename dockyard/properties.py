@@ -104,6 +104,9 @@ class Property(Generic[T]):
     help: str = ""
     note: str = ""  # said after a change, e.g. when it takes effect
     label: str = ""  # report label, when Dokku's differs from "<Group> <name>"
+    # Values that need an admin key beyond access to the app, decided before the value is
+    # parsed (a parser may read a file on the server, which only an admin may ask for).
+    admin_only: Callable[[str], bool] | None = None
 
     @property
     def key(self) -> str:
@@ -132,8 +135,12 @@ class Property(Generic[T]):
                 f"{self.group.name}:set --global {self.name} …"
             )
 
+    def needs_admin(self, value: str) -> bool:
+        return bool(value) and self.admin_only is not None and self.admin_only(value)
+
     def set(self, store: PropertyStore, app: App | None, value: str) -> str:
-        """Parse and store (an empty value unsets); returns what was stored."""
+        """Parse and store (an empty value unsets); returns what was stored. The caller has
+        checked `needs_admin`."""
         self.check_level(app)
         stored = self.checked(value) if value else ""
         store.set(app, self.key, stored)

@@ -64,6 +64,8 @@ def _set(group: PropertyGroup, apply: Applier, ctx: Context, argv: list[str]) ->
     prop = group.find(args.key)
     app = ctx.target(getattr(args, "app", None), is_global, f"change global {group.name} settings")
     prop.check_level(app)
+    if prop.needs_admin(args.value):
+        ctx.require_admin(f"set {group.name} {prop.name} to that value")
     stored: list[str] = []
     apply(ctx, lambda: stored.append(prop.set(ctx.services.properties, app, args.value)))
     change = prop.change(args.value, stored[0])

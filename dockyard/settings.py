@@ -90,6 +90,10 @@ class Settings:
         return self.data_dir / "nginx"
 
     @property
+    def letsencrypt_dir(self) -> Path:
+        return self.data_dir / "letsencrypt"
+
+    @property
     def locks_dir(self) -> Path:
         return self.data_dir / "locks"
 

@@ -124,7 +124,7 @@ def _member_bytes(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return f.read() if f is not None else b""
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def write_private(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
@@ -137,8 +137,8 @@ def _write_private(path: Path, data: bytes) -> None:
 def install(certs_dir: Path, slot: str, bundle: CertBundle) -> CertPaths:
     paths = cert_paths(certs_dir, slot)
     paths.crt.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _write_private(paths.crt, bundle.chain_pem)
-    _write_private(paths.key, bundle.key_pem)
+    write_private(paths.crt, bundle.chain_pem)
+    write_private(paths.key, bundle.key_pem)
     return paths
 
 
@@ -156,8 +156,8 @@ def restore(certs_dir: Path, slot: str, saved: tuple[bytes, bytes] | None) -> No
         remove(certs_dir, slot)
         return
     paths = cert_paths(certs_dir, slot)
-    _write_private(paths.crt, saved[0])
-    _write_private(paths.key, saved[1])
+    write_private(paths.crt, saved[0])
+    write_private(paths.key, saved[1])
 
 
 def remove(certs_dir: Path, slot: str) -> None:

@@ -10,7 +10,7 @@ from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
-from proxy import certs
+from proxy import certs, letsencrypt
 from proxy.properties import PROXY
 from proxy.render import listen_address
 from proxy.router import GLOBAL_DOMAIN, Router
@@ -40,6 +40,8 @@ def _checked_domains(router: Router, app: App, domains: list[str]) -> list[str]:
 def _set_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> None:
     router.apply(lambda: router.store.set_domains(app, domains))
     ctx.event("domains", app.name, " ".join(domains))
+    # Once the new names route (and answer HTTP-01): a Let's Encrypt app gets them covered.
+    letsencrypt.after_domains_changed(ctx, app)
 
 
 @command("domains:add", "Add domains to an app", "APP DOMAIN [DOMAIN…]")
@@ -178,6 +180,7 @@ def certs_add(ctx: Context, argv: list[str]) -> None:
         raise
     ctx.out.detail(f"Subject: {bundle.info.subject}")
     ctx.out.detail(f"Expires: {bundle.info.not_after}")
+    letsencrypt.after_manual_cert(ctx, app)
     ctx.event("certs:add", app.name, bundle.info.fingerprint)
 
 
@@ -192,6 +195,7 @@ def certs_remove(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Removing SSL certificate from {app.name}")
     router.apply(lambda: router.store.set_cert(app, None))
     certs.remove(router.paths.certs_dir, router.cert_dir_name(app))
+    letsencrypt.after_manual_cert(ctx, app)
     ctx.event("certs:remove", app.name)
 
 
@@ -247,6 +251,7 @@ def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[Repo
         ("Proxy upstreams", upstreams),
         ("Proxy urls", router.urls(app)),
         *settings,
+        ("Proxy hsts header", hsts.header() if (hsts := router.hsts(app)) else ""),
         ("Proxy http listen", listen_address(router.http_listen())),
         ("Proxy https listen", listen_address(router.https_listen())),
         ("Proxy config", str(router.paths.conf)),

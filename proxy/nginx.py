@@ -125,6 +125,7 @@ class NginxMaster:
             sub.mkdir(exist_ok=True, mode=0o700)
         for sub in TEMP_SUBDIRS:
             (self.paths.temp_dir / sub).mkdir(exist_ok=True, mode=0o700)
+        self.paths.acme_challenge_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def _base_args(self, conf: Path) -> list[str]:
         return ["-p", f"{self.paths.prefix}/", "-c", str(conf), "-e", str(self.paths.error_log)]

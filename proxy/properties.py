@@ -3,8 +3,9 @@ Every change goes through `Router.apply`: rendered, tested by nginx, then swappe
 
 from __future__ import annotations
 
-from dockyard.properties import BadValue, Level, PropertyGroup
-from proxy.validate import check_body_size, check_conf_dir
+from dockyard.properties import BOOLEAN, BadValue, Level, PropertyGroup, whole_number
+from proxy.render import DEFAULT_HSTS_MAX_AGE
+from proxy.validate import MAX_HSTS_MAX_AGE, check_body_size, check_conf_dir
 
 MODE_OWN = "dockyard"
 MODE_SYSTEM = "system"
@@ -29,4 +30,21 @@ MODE = PROXY.declare(
 SYSTEM_CONF_DIR = PROXY.declare(
     "system-conf-dir", lambda v: str(check_conf_dir(v)), default="/etc/nginx/conf.d",
     levels=Level.GLOBAL, help="where mode `system` writes its server blocks",
+)  # fmt: skip
+# Strict-Transport-Security on HTTPS answers, with Dokku's names and defaults.
+HSTS = PROXY.declare(
+    "hsts", BOOLEAN, lambda v: v == "true", default="true",
+    help="send Strict-Transport-Security on HTTPS answers",
+)  # fmt: skip
+HSTS_MAX_AGE = PROXY.declare(
+    "hsts-max-age", whole_number(0, MAX_HSTS_MAX_AGE), int, default=str(DEFAULT_HSTS_MAX_AGE),
+    help="HSTS max-age in seconds",
+)  # fmt: skip
+HSTS_INCLUDE_SUBDOMAINS = PROXY.declare(
+    "hsts-include-subdomains", BOOLEAN, lambda v: v == "true", default="true",
+    help="HSTS covers the app's subdomains too",
+)  # fmt: skip
+HSTS_PRELOAD = PROXY.declare(
+    "hsts-preload", BOOLEAN, lambda v: v == "true", default="false",
+    help="ask browsers' HSTS preload lists to include the app",
 )  # fmt: skip

@@ -22,6 +22,10 @@ CONNECT_TIMEOUT = "5s"
 SEND_TIMEOUT = "60s"
 READ_TIMEOUT = "60s"
 NOT_FOUND_TEXT = "404 Not Found: no app is configured for this host\\n"
+# HTTP-01 (RFC 8555 §8.3): the ACME server fetches http://NAME/.well-known/acme-challenge/TOKEN.
+ACME_CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
+# Dokku's nginx defaults for Strict-Transport-Security.
+DEFAULT_HSTS_MAX_AGE = 15724800
 
 
 @dataclass(frozen=True)
@@ -39,12 +43,33 @@ class CertPaths:
 
 
 @dataclass(frozen=True)
+class Hsts:
+    """The Strict-Transport-Security header an app's HTTPS server sends (None: none)."""
+
+    max_age: int = DEFAULT_HSTS_MAX_AGE
+    include_subdomains: bool = True
+    preload: bool = False
+
+    def header(self) -> str:
+        value = f"max-age={self.max_age}"
+        if self.include_subdomains:
+            value += "; includeSubDomains"
+        if self.preload:
+            value += "; preload"
+        return value
+
+
+@dataclass(frozen=True)
 class AppRoute:
     app: str
     server_names: Sequence[str]
     upstreams: Sequence[str]
     client_max_body_size: str = "1m"
     cert: CertPaths | None = None
+    # Where HTTP-01 tokens are served from (files under
+    # ACME_ROOT/.well-known/acme-challenge/); None answers no challenges.
+    acme_root: Path | None = None
+    hsts: Hsts | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +104,14 @@ class NginxPaths:
     @property
     def certs_dir(self) -> Path:
         return self.prefix / "certs"
+
+    @property
+    def acme_root(self) -> Path:
+        return self.prefix / "acme"
+
+    @property
+    def acme_challenge_dir(self) -> Path:
+        return self.acme_root / ACME_CHALLENGE_PREFIX.strip("/")
 
 
 def listen_address(addr: tuple[str, int]) -> str:
@@ -143,6 +176,22 @@ def _proxy_location(route: AppRoute) -> list[str]:
     ]
 
 
+def _acme_location(route: AppRoute) -> list[str]:
+    """HTTP-01 tokens straight from files: a `^~` prefix location wins over `location /`, so
+    these paths never reach the app, and a missing token is nginx's own 404. nginx
+    normalises the URI (`..`, `%2e%2e`, `%2f`) before matching, so nothing outside the
+    challenge directory can be named through it."""
+    if route.acme_root is None:
+        return []
+    return [
+        f"    location ^~ {ACME_CHALLENGE_PREFIX} {{",
+        f"        root {route.acme_root};",
+        "        default_type text/plain;",
+        "        try_files $uri =404;",
+        "    }",
+    ]
+
+
 def render_server_block(route: AppRoute, listen: Listen) -> str:
     """The upstream and server blocks that route one app's host names to its containers."""
     names = " ".join(route.server_names)
@@ -155,23 +204,34 @@ def render_server_block(route: AppRoute, listen: Listen) -> str:
     ]
     if route.cert is None or listen.https is None:
         lines += ["server {", f"    listen {listen_address(listen.http)};", *common]
-        lines += [*_proxy_location(route), "}"]
+        lines += [*_acme_location(route), *_proxy_location(route), "}"]
         return "\n".join(lines) + "\n"
     port = listen.https[1]
     suffix = "" if port == HTTPS_DEFAULT_PORT else f":{port}"
+    # The redirect lives in `location /`, not at server level: a server-level `return` runs
+    # before any location is chosen and would redirect the ACME server's challenge requests
+    # too (Let's Encrypt follows them, other ACME servers need not).
+    hsts = [] if route.hsts is None else [
+        f'    add_header Strict-Transport-Security "{route.hsts.header()}" always;'
+    ]  # fmt: skip
     lines += [
         "server {",
         f"    listen {listen_address(listen.http)};",
         f"    server_name {names};",
-        f"    return 301 https://$host{suffix}$request_uri;",
+        *_acme_location(route),
+        "    location / {",
+        f"        return 301 https://$host{suffix}$request_uri;",
+        "    }",
         "}",
         "server {",
         f"    listen {listen_address(listen.https)} ssl;",
         *common,
+        # The file holds the leaf and its intermediates (the full chain), leaf first.
         f"    ssl_certificate {route.cert.crt};",
         f"    ssl_certificate_key {route.cert.key};",
         "    ssl_protocols TLSv1.2 TLSv1.3;",
         "    ssl_session_cache shared:dockyard_ssl:10m;",
+        *hsts,
         *_proxy_location(route),
         "}",
     ]

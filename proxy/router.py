@@ -23,12 +23,22 @@ from dockyard.services import Services
 from dockyard.settings import parse_listen
 from proxy import certs
 from proxy.nginx import NginxError, NginxMaster, SystemNginx
-from proxy.properties import BODY_SIZE, MODE, MODE_SYSTEM, SYSTEM_CONF_DIR
+from proxy.properties import (
+    BODY_SIZE,
+    HSTS,
+    HSTS_INCLUDE_SUBDOMAINS,
+    HSTS_MAX_AGE,
+    HSTS_PRELOAD,
+    MODE,
+    MODE_SYSTEM,
+    SYSTEM_CONF_DIR,
+)
 from proxy.render import (
     HTTP_DEFAULT_PORT,
     HTTPS_DEFAULT_PORT,
     AppRoute,
     CertPaths,
+    Hsts,
     Listen,
     NginxPaths,
     listen_address,
@@ -109,6 +119,17 @@ class Router:
     def body_size(self, app: App) -> str:
         return BODY_SIZE.get(self.services.properties, app)
 
+    def hsts(self, app: App) -> Hsts | None:
+        """What the app's HTTPS server says in Strict-Transport-Security (on by default)."""
+        props = self.services.properties
+        if not HSTS.get(props, app):
+            return None
+        return Hsts(
+            max_age=HSTS_MAX_AGE.get(props, app),
+            include_subdomains=HSTS_INCLUDE_SUBDOMAINS.get(props, app),
+            preload=HSTS_PRELOAD.get(props, app),
+        )
+
     def cert_dir_name(self, app: App) -> str:
         # Keyed by the app's id, not its name: a rename then never leaves nginx pointing
         # at a directory that moved.
@@ -130,6 +151,9 @@ class Router:
             upstreams=upstreams,
             client_max_body_size=self.body_size(app),
             cert=self.cert_paths(app) if self.store.cert(app) else None,
+            # Every routed name answers HTTP-01, with or without a certificate.
+            acme_root=self.paths.acme_root,
+            hsts=self.hsts(app),
         )
 
     def routes(self) -> list[AppRoute]:

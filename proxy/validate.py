@@ -87,3 +87,20 @@ def check_conf_dir(value: str) -> Path:
             "'.', '_', '-' and '/'"
         )
     return Path(value)
+
+
+MAX_HSTS_MAX_AGE = 2 * 365 * 24 * 3600  # two years: what the preload list asks for, at most
+
+
+def check_bool(key: str, value: str) -> str:
+    if value not in ("true", "false"):
+        raise UsageError(f"Invalid {key} {value!r}: use true or false")
+    return value
+
+
+def check_int(key: str, value: str, low: int, high: int) -> int:
+    """A decimal integer within [low, high]; nothing else (no sign, no spaces, no 1e3)."""
+    digits = value.isascii() and value.isdigit() and len(value) <= 12
+    if not digits or not low <= int(value) <= high:
+        raise UsageError(f"Invalid {key} {value!r}: use a whole number from {low} to {high}")
+    return int(value)

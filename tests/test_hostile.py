@@ -486,6 +486,8 @@ ATTACK_ARGS: dict[str, list[str]] = {
     "domains:set": ["APP", "stolen.example.com"], "domains:set-global": ["stolen.example.com"],
     "events": ["APP"], "git-receive-pack": ["APP"], "git-upload-pack": ["APP"],
     "git:set": ["APP", "deploy-branch", "evil"], "logs": ["APP", "-n", "5"],
+    "letsencrypt:auto-renew": ["APP", "--force"],
+    "letsencrypt:set": ["APP", "server", "https://127.0.0.1:2375/"],
     "proxy:set": ["APP", "client-max-body-size", "1m"], "ps:scale": ["APP", "web=3"],
     "ps:set": ["APP", "restart-policy", "no"], "releases:rollback": ["APP", "v1"],
     "resource:limit": ["APP", "--memory", "1g"], "restore": ["/tmp/x.tgz", "--force"],

@@ -1,5 +1,8 @@
 """`backup FILE` / `restore FILE`: the whole data dir that matters, in one archive.
 
+Certificates and their keys (`nginx/certs`) and ACME account keys (`letsencrypt/accounts`)
+are kept, so a restored server serves and renews the same certificates.
+
 Consistent while the server runs: state.db is copied with SQLite's online backup API, and
 each repo is archived under its app lock, so no push is half-included. Build logs, nginx
 runtime files and locks are not kept: they are rebuilt. Local CLI only: the archive path
@@ -28,7 +31,9 @@ from dockyard.services import Services
 
 MANIFEST = "dockyard-backup.json"
 # What a backup holds, relative to the data dir. Nothing else is restored.
-KEPT = ("state.db", "authorized_keys", "host_keys", "repos", "nginx/certs")
+KEPT = ("state.db", "authorized_keys", "host_keys", "repos", "nginx/certs", "letsencrypt/accounts")
+# Directories holding private keys: 0700 after a restore, whatever the archive said.
+PRIVATE_DIRS = ("host_keys", "nginx/certs", "letsencrypt", "letsencrypt/accounts")
 
 
 def _require_local(ctx: Context, name: str) -> None:
@@ -57,7 +62,7 @@ def write_backup(services: Services, target: Path) -> list[str]:
             tar.addfile(info, io.BytesIO(blob))
             tar.add(db_copy, "state.db")
             included.append("state.db")
-            for name in ("authorized_keys", "host_keys", "nginx/certs"):
+            for name in ("authorized_keys", "host_keys", "nginx/certs", "letsencrypt/accounts"):
                 if (data / name).exists():
                     tar.add(data / name, name)
                     included.append(name)
@@ -124,7 +129,7 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
                     dest.unlink()
                 os.replace(src, dest)
                 restored.append(name)
-    for private in ("host_keys", "nginx/certs"):
+    for private in PRIVATE_DIRS:
         if (data_dir / private).is_dir():
             os.chmod(data_dir / private, 0o700)
     for leftover in ("state.db-wal", "state.db-shm"):
@@ -132,7 +137,8 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
     return restored
 
 
-@command("backup", "Write state, repos, keys, host keys and certs to FILE (.tar.gz)", "FILE",
+@command("backup", "Write state, repos, keys, host keys, certs and ACME accounts to FILE",
+         "FILE",
          access=Access.ADMIN)  # fmt: skip
 def backup(ctx: Context, argv: list[str]) -> None:
     _require_local(ctx, "backup")
