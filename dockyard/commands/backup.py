@@ -4,6 +4,11 @@ Consistent while the server runs: state.db is copied with SQLite's online backup
 each repo is archived under its app lock, so no push is half-included. Build logs, nginx
 runtime files and locks are not kept: they are rebuilt. Local CLI only: the archive path
 names a file on the server.
+
+Stages add what they keep outside these files (database services' dumps, storage
+directories) as backup parts: each writes its members under its own top-level folder of the
+archive, and restores them after state.db is back (with the restored state open), so a
+part can recreate what its rows describe.
 """
 
 from __future__ import annotations
@@ -16,17 +21,49 @@ import sqlite3
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import __version__
 from dockyard.access import Access
 from dockyard.errors import DockyardError, UsageError
 from dockyard.locks import app_lock
+from dockyard.output import Output
 from dockyard.registry import CommandParser, Context, Services, command
+from dockyard.settings import Settings
 
 MANIFEST = "dockyard-backup.json"
 # What a backup holds, relative to the data dir. Nothing else is restored.
 KEPT = ("state.db", "authorized_keys", "host_keys", "repos", "nginx/certs")
+# Where a restore leaves the parts' folders for their restore step, under the data dir.
+RESTORING = ".restoring"
+
+
+@dataclass(frozen=True)
+class BackupPart:
+    """What one stage adds to a backup. `write(services, tar, scratch, out)` adds members
+    under `prefix/` (scratch is a private directory for temporary files) and returns what it
+    included; `restore(services, folder, out)` brings back what `folder` (the archive's
+    `prefix/`, extracted) holds and returns what it restored."""
+
+    prefix: str
+    write: Callable[[Services, tarfile.TarFile, Path, Output], list[str]]
+    restore: Callable[[Services, Path, Output], list[str]]
+
+
+_parts: list[BackupPart] = []
+
+
+def register_backup_part(part: BackupPart) -> BackupPart:
+    if part.prefix in KEPT or part.prefix in (MANIFEST, RESTORING) or "/" in part.prefix:
+        raise RuntimeError(f"backup part {part.prefix} clashes with the core's")
+    _parts.append(part)
+    return part
+
+
+def _prefixes() -> tuple[str, ...]:
+    return KEPT + tuple(p.prefix for p in _parts)
 
 
 def _require_local(ctx: Context, name: str) -> None:
@@ -34,7 +71,7 @@ def _require_local(ctx: Context, name: str) -> None:
         raise UsageError(f"{name} runs on the server itself: dockyard {name} FILE")
 
 
-def write_backup(services: Services, target: Path) -> list[str]:
+def write_backup(services: Services, target: Path, out: Output | None = None) -> list[str]:
     data = services.settings.data_dir
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     included: list[str] = []
@@ -64,6 +101,11 @@ def write_backup(services: Services, target: Path) -> list[str]:
                 with app_lock(services.settings.locks_dir, repo.name[: -len(".git")]):
                     tar.add(repo, f"repos/{repo.name}")
                 included.append(f"repos/{repo.name}")
+            for part in _parts:
+                part_scratch = Path(scratch) / f"part-{part.prefix}"
+                part_scratch.mkdir(mode=0o700)
+                included += part.write(services, tar, part_scratch, out or _null_output())
+                shutil.rmtree(part_scratch, ignore_errors=True)
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return included
@@ -74,7 +116,7 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
         raise DockyardError(f"Refusing archive: unsafe entry {member.name!r}")
     if member.name != MANIFEST and not any(
-        member.name == k or member.name.startswith(k + "/") for k in KEPT
+        member.name == k or member.name.startswith(k + "/") for k in _prefixes()
     ):
         raise DockyardError(f"Refusing archive: unexpected entry {member.name!r}")
 
@@ -102,6 +144,14 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
                     dest.unlink()
                 os.replace(src, dest)
                 restored.append(name)
+            staging = data_dir / RESTORING
+            if staging.exists():
+                shutil.rmtree(staging)
+            for part in _parts:
+                src = Path(scratch) / part.prefix
+                if src.exists():
+                    staging.mkdir(mode=0o700, exist_ok=True)
+                    os.replace(src, staging / part.prefix)
     for private in ("host_keys", "nginx/certs"):
         if (data_dir / private).is_dir():
             os.chmod(data_dir / private, 0o700)
@@ -120,7 +170,7 @@ def backup(ctx: Context, argv: list[str]) -> None:
     if not target.parent.is_dir():
         raise UsageError(f"{target.parent} is not a directory")
     ctx.out.step(f"Backing up {ctx.services.settings.data_dir} to {target}")
-    for name in write_backup(ctx.services, target):
+    for name in write_backup(ctx.services, target, ctx.out):
         ctx.out.detail(name)
     ctx.event("backup", None, str(target))
 
@@ -144,4 +194,44 @@ def restore(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Restoring {archive} into {ctx.services.settings.data_dir}")
     for name in restore_backup(archive, ctx.services.settings.data_dir):
         ctx.out.detail(name)
+    failed = restore_parts(ctx.services.settings, ctx.out)
     ctx.out.step("Restored. Start the server, then rebuild the apps: ps:rebuild --all")
+    if failed:
+        raise DockyardError("Not restored: " + ", ".join(failed))
+
+
+def restore_parts(settings: Settings, out: Output) -> list[str]:
+    """Run each part's restore on what `restore_backup` staged, with the restored state
+    open (a new Services: the old one's database connection names the replaced file).
+    Returns the parts that failed; one failing part does not stop the others."""
+    staging = settings.data_dir / RESTORING
+    if not staging.exists():
+        return []
+    services = Services(settings)
+    failed = []
+    try:
+        for part in _parts:
+            folder = staging / part.prefix
+            if not folder.exists():
+                continue
+            try:
+                for name in part.restore(services, folder, out):
+                    out.detail(name)
+            except DockyardError as exc:
+                out.error(f"{part.prefix}: {exc.message}")
+                failed.append(part.prefix)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return failed
+
+
+class _NullStream:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _null_output() -> Output:
+    return Output(_NullStream(), _NullStream())  # type: ignore[arg-type]
