@@ -55,8 +55,7 @@ def check_access(
         raise AccessDenied(f"Only the owner of {app_name} ({app_owner}) or an admin may {action}")
     if kind != "app":
         raise AccessDenied(
-            f"Key {who.name} may not {action if action != 'do this' else 'manage'} {kind} "
-            f"{app_name}: it is not the owner"
+            f"Key {who.name} may not {action}: {kind} {app_name} belongs to another key"
         )
     raise AccessDenied(
         f"Key {who.name} may not manage app {app_name}: "
