@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
-from dockyard.commands.backup import BackupPart, register_backup_part
+from dockyard.commands.backup import BackupPart, extract_checked, register_backup_part
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.names import check_app_name
 from dockyard.output import Output
@@ -401,8 +401,8 @@ def _backup_restore(services: Services, folder: Path, out: Output) -> list[str]:
                 shutil.rmtree(target)
         target.mkdir(mode=0o755)
         with tarfile.open(inner, "r") as t:
-            # "tar": ownership and links kept, nothing lands outside the directory.
-            t.extractall(target, filter="tar")
+            # Ownership and links kept, nothing lands outside the directory.
+            extract_checked(t, target, links=True)
         restored.append(f"storage/{name}")
     return restored
 

@@ -158,7 +158,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 pg_query(url, "CREATE TABLE IF NOT EXISTS items (v text)")
                 return "ok"
             if p[2] == "add":
-                pg_query(url, "INSERT INTO items VALUES ('%s')" % p[3].replace("'", "''"))
+                value = p[3].replace("'", "''")
+                pg_query(url, f"INSERT INTO items VALUES ('{value}')")
                 return "ok"
             if p[2] == "count":
                 return pg_query(url, "SELECT count(*) FROM items")[0][0]

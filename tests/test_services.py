@@ -386,7 +386,7 @@ def test_only_linked_apps_reach_a_service_and_networks_join_apps(
     assert body(srv, "iso-b", "/probe/dokku-postgres-iso-pg/5432").startswith("closed")
     assert body(srv, "iso-b", f"/probe/{ip}/5432").startswith("closed")
     # A one-off of the other app is no closer.
-    probe = "import socket; socket.create_connection(('%s', 5432), timeout=3)" % ip
+    probe = f"import socket; socket.create_connection(('{ip}', 5432), timeout=3)"
     assert srv.ssh("run", "iso-b", "python3", "-c", probe).returncode != 0
 
     assert body(srv, "iso-a", "/probe/iso-b.web.1/5000").startswith("closed")

@@ -121,6 +121,54 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise DockyardError(f"Refusing archive: unexpected entry {member.name!r}")
 
 
+def extract_checked(
+    tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo] | None = None,
+    links: bool = False,
+) -> None:
+    """Extract into `dest`, never writing outside it, on every Python this runs on (Debian
+    12's 3.11.2 has no `extractall(filter=…)`). Refused: absolute names, `..`, devices and
+    fifos, links unless `links` (then hard links must point inside), and any member whose
+    directory resolves outside `dest` through a link extracted before it. An existing link
+    at a member's path is replaced, never followed. Setuid/setgid bits are dropped; owners
+    are kept when running as root (storage directories keep their apps' owners)."""
+    root = os.path.realpath(dest)
+    later_dirs: list[tuple[tarfile.TarInfo, str]] = []
+    for member in members if members is not None else tar.getmembers():
+        name = member.name.rstrip("/")
+        if name in ("", "."):
+            if member.isdir():
+                later_dirs.append((member, root))
+            continue
+        parts = Path(name).parts
+        is_link = member.issym() or member.islnk()
+        allowed = member.isfile() or member.isdir() or (links and is_link)
+        if Path(name).is_absolute() or ".." in parts or not allowed:
+            raise DockyardError(f"Refusing archive: unsafe entry {member.name!r}")
+        target = os.path.join(root, name)
+        parent = os.path.realpath(os.path.dirname(target))
+        if parent != root and not parent.startswith(root + os.sep):
+            raise DockyardError(f"Refusing archive: {member.name!r} leads outside")
+        if member.islnk():
+            linked = os.path.normpath(os.path.join(root, member.linkname))
+            if not linked.startswith(root + os.sep):
+                raise DockyardError(f"Refusing archive: hard link {member.name!r} leads outside")
+        if os.path.islink(target) or (os.path.lexists(target) and not member.isdir()):
+            os.unlink(target)
+        member.mode &= 0o1777
+        if member.isdir():
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            later_dirs.append((member, target))
+            continue
+        tar.extract(member, root, set_attrs=True, numeric_owner=True)
+    # Directory owners and modes last, deepest first: a read-only directory must not stop
+    # its own files from being written.
+    for member, target in reversed(later_dirs):
+        if os.geteuid() == 0:
+            tar.chown(member, target, numeric_owner=True)
+        tar.chmod(member, target)
+        tar.utime(member, target)
+
+
 def restore_backup(archive: Path, data_dir: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tarfile.open(archive, "r:*") as tar:
@@ -130,7 +178,7 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
         for member in members:
             _check_member(member)
         with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
-            tar.extractall(scratch, members=members, filter="data")
+            extract_checked(tar, Path(scratch), members)
             restored = []
             for name in KEPT:
                 src = Path(scratch) / name
