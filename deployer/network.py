@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING
 import docker.errors
 
 from deployer import containers as docker_ops
+from dockyard import apps as app_hooks
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.names import check_app_name
 from dockyard.pipeline import register_network_provider
 from dockyard.registry import CommandParser, Context, command
-from dockyard.state import register_migrations
+from dockyard.state import StateStore, register_migrations
 
 if TYPE_CHECKING:
     from dockyard.registry import Services
@@ -309,3 +310,10 @@ def report(ctx: Context, argv: list[str]) -> None:
             ("Network initial network", app_network_name(app.name)),
         ]
         ctx.out.report(f"{app.name} network information", rows, args.format)
+
+
+@app_hooks.on_forget_key
+def _forget_key_networks(state: StateStore, key_name: str, new_owner: str) -> None:
+    """A removed key's networks pass to a name no key can have, like its apps."""
+    with state.transaction() as conn:
+        conn.execute("UPDATE networks SET owner = ? WHERE owner = ?", (new_owner, key_name))

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dockyard import apps as app_hooks
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
 from dockyard.commands.backup import BackupPart, extract_checked, register_backup_part
@@ -37,7 +38,7 @@ from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.names import check_app_name
 from dockyard.output import Output
 from dockyard.registry import CommandParser, Context, command
-from dockyard.state import register_migrations
+from dockyard.state import StateStore, register_migrations
 
 if TYPE_CHECKING:
     from dockyard.registry import Services
@@ -408,3 +409,10 @@ def _backup_restore(services: Services, folder: Path, out: Output) -> list[str]:
 
 
 register_backup_part(BackupPart("storage", _backup_write, _backup_restore))
+
+
+@app_hooks.on_forget_key
+def _forget_key_storage_dirs(state: StateStore, key_name: str, new_owner: str) -> None:
+    """A removed key's storage dirs pass to a name no key can have, like its apps."""
+    with state.transaction() as conn:
+        conn.execute("UPDATE storage_dirs SET owner = ? WHERE owner = ?", (new_owner, key_name))

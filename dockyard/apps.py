@@ -31,6 +31,15 @@ RenameHook = Callable[["Services", str, str], None]
 DestroyHook = Callable[["Services", str], None]
 _rename_hooks: list[RenameHook] = []
 _destroy_hooks: list[DestroyHook] = []
+# Other owned things (services, storage directories, networks) give up a removed key's
+# ownership the same way its apps do: `hook(state, key_name, new_owner)`.
+ForgetKeyHook = Callable[[StateStore, str, str], None]
+_forget_key_hooks: list[ForgetKeyHook] = []
+
+
+def on_forget_key(hook: ForgetKeyHook) -> ForgetKeyHook:
+    _forget_key_hooks.append(hook)
+    return hook
 
 
 def on_rename(hook: RenameHook) -> RenameHook:
@@ -130,3 +139,5 @@ class AppStore:
             conn.execute(
                 "UPDATE apps SET owner = ? WHERE owner = ?", (f"removed:{key_name}", key_name)
             )
+            for hook in _forget_key_hooks:
+                hook(self.state, key_name, f"removed:{key_name}")

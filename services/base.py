@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from dockyard import apps as app_hooks
 from dockyard.apps import App
 from dockyard.errors import Conflict, NotFound, UsageError
 from dockyard.names import APP_NAME_RE
@@ -275,3 +276,10 @@ class ServiceStore:
                 "DELETE FROM service_links WHERE app_id IN (SELECT id FROM apps WHERE name = ?)",
                 (app_name,),
             )
+
+
+@app_hooks.on_forget_key
+def _forget_key_services(state: StateStore, key_name: str, new_owner: str) -> None:
+    """A removed key's services pass to a name no key can have, like its apps."""
+    with state.transaction() as conn:
+        conn.execute("UPDATE services SET owner = ? WHERE owner = ?", (new_owner, key_name))

@@ -408,3 +408,71 @@ def test_only_linked_apps_reach_a_service_and_networks_join_apps(
     assert srv.ssh("postgres:links", "iso-pg").stdout.strip() == ""
     ok(srv.ssh("postgres:destroy", "iso-pg", "--force"))
     assert not docker_engine.networks.list(names=["dockyard.svc.postgres.iso-pg"])
+
+
+def test_a_removed_key_gives_up_its_services_directories_and_networks(tmp_path: Path) -> None:
+    import dockyard.cli  # noqa: F401  (every stage registers its tables and hooks)
+    from deployer.network import NetworkStore
+    from deployer.storage import StorageStore
+    from dockyard.registry import Services
+    from dockyard.settings import Settings
+    from services.base import ServiceStore
+    from services.kinds import KINDS
+
+    dockyard.cli._load_stages()
+    services = Services(Settings(data_dir=tmp_path / "data"))
+    ServiceStore(services.state).create(KINDS["redis"], "cache", "alice", "redis:7")
+    StorageStore(services).add_dir("files", "alice")
+    NetworkStore(services).add("net", "alice")
+    services.apps.forget_key("alice")
+    assert ServiceStore(services.state).find("redis", "cache").owner == "removed:alice"
+    assert StorageStore(services).dir_owner("files") == "removed:alice"
+    assert NetworkStore(services).find("net")["owner"] == "removed:alice"
+
+
+def test_archive_extraction_stays_inside(tmp_path: Path) -> None:
+    """A storage archive that plants a link and then writes through it, or names a path
+    outside, is refused; ownership of plain files is kept."""
+    import io
+    import tarfile
+
+    from dockyard.commands.backup import extract_checked
+    from dockyard.errors import DockyardError
+
+    def archive(*members: tuple[str, str, bytes]) -> tarfile.TarFile:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as t:
+            for name, kind, data in members:
+                info = tarfile.TarInfo(name)
+                if kind == "sym":
+                    info.type, info.linkname = tarfile.SYMTYPE, data.decode()
+                    t.addfile(info)
+                elif kind == "dev":
+                    info.type = tarfile.CHRTYPE
+                    t.addfile(info)
+                else:
+                    info.size, info.uid, info.mode = len(data), 4321, 0o4755
+                    t.addfile(info, io.BytesIO(data))
+        buf.seek(0)
+        return tarfile.open(fileobj=buf)
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for members in (
+        [("escape", "sym", str(outside).encode()), ("escape/pwned", "file", b"x")],
+        [("../pwned", "file", b"x")],
+        [("/tmp/pwned", "file", b"x")],
+        [("null", "dev", b"")],
+    ):
+        dest = tmp_path / f"dest{len(list(tmp_path.iterdir()))}"
+        dest.mkdir()
+        with pytest.raises(DockyardError):
+            extract_checked(archive(*members), dest, links=True)
+    assert list(outside.iterdir()) == []
+    dest = tmp_path / "ok"
+    dest.mkdir()
+    extract_checked(archive(("a/b.txt", "file", b"hi"), ("l", "sym", b"a/b.txt")), dest,
+                    links=True)  # fmt: skip
+    assert (dest / "l").read_text() == "hi"
+    assert (dest / "a" / "b.txt").stat().st_uid == 4321
+    assert not (dest / "a" / "b.txt").stat().st_mode & 0o4000
