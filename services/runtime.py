@@ -47,6 +47,7 @@ PIDS_LIMIT = 4096
 STREAM_HEADER = struct.Struct(">BxxxL")
 CHUNK = 65536
 CANCEL_POLL = 0.25
+TTY_ROWS, TTY_COLUMNS = 40, 160
 
 
 class ServiceError(DockyardError):
@@ -350,9 +351,16 @@ class Runtime:
         )["Id"]  # fmt: skip
         attached = api.exec_start(exec_id, tty=tty, socket=True)
         sock: socket.socket = getattr(attached, "_sock", attached)
+        if tty:
+            # The client's window size is not known here: a terminal of 0×0 would send
+            # every result through the client's pager. Resizes are not forwarded.
+            try:
+                api.exec_resize(exec_id, height=TTY_ROWS, width=TTY_COLUMNS)
+            except docker.errors.APIError:
+                pass
         finished = threading.Event()
         if stdin is not None:
-            threading.Thread(target=_pump, args=(stdin, sock), daemon=True).start()
+            threading.Thread(target=_pump, args=(stdin, sock, tty), daemon=True).start()
         if cancelled is not None:
             threading.Thread(
                 target=_close_on_cancel, args=(sock, cancelled, finished), daemon=True
@@ -434,7 +442,10 @@ def _split_image(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
-def _pump(source: BinaryIO, sock: socket.socket) -> None:
+def _pump(source: BinaryIO, sock: socket.socket, tty: bool = False) -> None:
+    """Client input into the exec. At its end: without a terminal, close the exec's stdin;
+    on a terminal, type ^D as a person would (the engine ends a terminal session's output
+    when its input is half-closed, before the client has answered)."""
     read = getattr(source, "read1", None) or source.read
     try:
         while True:
@@ -442,7 +453,10 @@ def _pump(source: BinaryIO, sock: socket.socket) -> None:
             if not data:
                 break
             sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        if tty:
+            sock.sendall(b"\x04")
+        else:
+            sock.shutdown(socket.SHUT_WR)
     except OSError:
         pass
 

@@ -476,3 +476,47 @@ def test_archive_extraction_stays_inside(tmp_path: Path) -> None:
     assert (dest / "l").read_text() == "hi"
     assert (dest / "a" / "b.txt").stat().st_uid == 4321
     assert not (dest / "a" / "b.txt").stat().st_mode & 0o4000
+
+
+def test_mysql_and_terminal_connect_and_missing_images(
+    srv: DockyardServer, docker_engine, tmp_path: Path
+) -> None:
+    """MySQL/MariaDB through the same commands; `ssh -t … connect` gets the client on a
+    terminal; an image that cannot be pulled is refused clearly and leaves nothing behind."""
+    ok(srv.ssh("mysql:create", "my-db"))
+    ok(srv.ssh("apps:create", "my-app"))
+    ok(srv.ssh("mysql:link", "my-db", "my-app", "--no-restart", "-a", "primary"))
+    url = srv.ssh("config:get", "my-app", "PRIMARY_URL").stdout.strip()
+    assert url == srv.ssh("mysql:info", "my-db", "--dsn").stdout.strip()
+    assert url.startswith("mysql://mysql:") and url.endswith("@dokku-mysql-my-db:3306/my_db")
+    sql = "CREATE TABLE t (v varchar(10)); INSERT INTO t VALUES ('kept'); SELECT v FROM t;\n"
+    result = srv.ssh("mysql:connect", "my-db", input=sql)
+    assert result.returncode == 0 and "kept" in result.stdout, result
+    dump = subprocess.run([*srv.ssh_args(srv.admin_key), "mysql:export my-db"],
+                          capture_output=True, timeout=60).stdout  # fmt: skip
+    assert b"INSERT INTO `t`" in dump
+    ok(srv.ssh("mysql:connect", "my-db", input="DROP TABLE t;\n"))
+    ok(srv.ssh("mysql:import", "my-db", input=dump))
+    assert "kept" in srv.ssh("mysql:connect", "my-db", input="SELECT v FROM t;\n").stdout
+
+    # On a terminal (ssh -t) the client is interactive: psql's prompt, its answer, its exit.
+    ok(srv.ssh("postgres:create", "tty-pg"))
+    interactive = subprocess.run(
+        [*srv.ssh_args(srv.admin_key, "-tt"), "postgres:connect tty-pg"],
+        input=b"SELECT 6 * 7 AS answer;\n\\q\n", capture_output=True, timeout=60,
+    )  # fmt: skip
+    assert interactive.returncode == 0, interactive
+    assert b"tty_pg=#" in interactive.stdout and b"42" in interactive.stdout, interactive
+    ok(srv.ssh("postgres:destroy", "tty-pg", "--force"))
+    ok(srv.ssh("redis:create", "tty-red"))
+    refused(srv.ssh("redis:logs", "no-such"), 20, "does not exist")
+    assert "Ready to accept connections" in srv.ssh("redis:logs", "tty-red").stdout
+
+    missing = srv.ssh("postgres:create", "pull-test", "--image", "dockyard-test/none:1")
+    refused(missing, text="Cannot pull image dockyard-test/none:1")
+    assert "scripts/build-service-images.sh" in missing.stderr
+    assert "pull-test" not in srv.ssh("postgres:list").stdout
+    assert not docker_engine.networks.list(names=["dockyard.svc.postgres.pull-test"])
+    for args in (("mysql:destroy", "my-db", "-f"), ("redis:destroy", "tty-red", "-f")):
+        ok(srv.ssh(*args))
+    assert srv.ssh("config:get", "my-app", "PRIMARY_URL").returncode == 1
