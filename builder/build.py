@@ -27,6 +27,7 @@ from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.properties import BUILD_ARG, configured_base
 from builder.runtimes import LocalImage, Runtime
 from builder.store import BuildStore, Status, build_log_path
+from dockyard import images
 from dockyard.apps import App
 from dockyard.errors import DockyardError
 from dockyard.output import Output
@@ -194,12 +195,12 @@ class _BuildJob:
 
     def ensure(self, runtime: Runtime) -> None:
         """A runtime image missing from this host is pulled, with progress in the push."""
-        if engine.has_image(runtime.image):
+        if images.has_image(runtime.image):
             return
         self.output.out.step(f"Pulling {runtime.image}")
         try:
-            engine.pull(runtime.image, self.output.line)
-        except engine.PullFailed as exc:
+            images.pull(runtime.image, self.output.line)
+        except images.PullFailed as exc:
             local = self.local.get(runtime.language, [])
             raise runtimes.unavailable(runtime, local, str(exc)) from None
 

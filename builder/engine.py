@@ -54,51 +54,8 @@ def app_images() -> dict[str, str]:
     return owners
 
 
-def has_image(ref: str) -> bool:
-    try:
-        api().inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
 def images_labelled(label: str) -> list[dict]:
     return api().images(filters={"label": label})
-
-
-# Pull progress: one line per layer state change, not the byte counters.
-PULL_STATES = ("Pulling from", "Pull complete", "Already exists", "Digest:", "Status:")
-
-
-def pull(ref: str, line: Callable[[str], None]) -> None:
-    """Pull `ref`, reporting progress line by line; raises PullFailed with the engine's
-    reason."""
-    repo, tag = _split_tag(ref)
-    try:
-        for event in api().pull(repo, tag=tag, stream=True, decode=True):
-            if "error" in event:
-                raise PullFailed(str(event["error"]).strip())
-            status = str(event.get("status", ""))
-            if status.startswith(PULL_STATES):
-                layer = event.get("id")
-                line(f"{layer}: {status}" if layer and not status.startswith("Pulling") else status)
-    except docker.errors.APIError as exc:
-        raise PullFailed(str(exc.explanation or exc)) from None
-    if not has_image(ref):
-        raise PullFailed("the engine reported no image")
-
-
-class PullFailed(Exception):
-    pass
-
-
-def _split_tag(ref: str) -> tuple[str, str | None]:
-    if "@" in ref:
-        return ref, None
-    repo, sep, tag = ref.rpartition(":")
-    if sep and "/" not in tag:
-        return repo, tag
-    return ref, "latest"
 
 
 def run_and_commit(

@@ -17,7 +17,7 @@ import docker.errors
 from docker.models.containers import Container
 
 from deployer import containers as docker_ops
-from deployer import cron
+from deployer import cron, storage
 from deployer.containers import (
     DEFAULT_PORT,
     ONE_OFF_PROCESS,
@@ -143,6 +143,7 @@ class ReleaseDeployer:
             restart_policy=self.settings.restart_policy,
             limits=self.settings.limits,
             networks=self.networks(),
+            binds=storage.binds(self.services, self.app),
         )
 
     def live_containers(self) -> dict[tuple[str, int], Container]:

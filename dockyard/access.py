@@ -5,6 +5,8 @@
 - A non-admin key may manage an app only if it owns it or was granted it (`acl:add`).
 - Only the owner (or an admin) may grant or revoke access to an app.
 - Keys and global settings are admin-only.
+- Other owned things (a database service, a storage directory, a network) follow the same
+  rule with no grants: their owner or an admin (`kind` names the thing in refusals).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def check_access(
     app_owner: str | None = None,
     grants: Collection[str] = (),
     action: str = "do this",
+    kind: str = "app",
 ) -> None:
     if who.is_admin or need is Access.ANYONE:
         return
@@ -50,6 +53,10 @@ def check_access(
         if need is Access.APP:
             return
         raise AccessDenied(f"Only the owner of {app_name} ({app_owner}) or an admin may {action}")
+    if kind != "app":
+        raise AccessDenied(
+            f"Key {who.name} may not {action}: {kind} {app_name} belongs to another key"
+        )
     raise AccessDenied(
         f"Key {who.name} may not manage app {app_name}: "
         "it is neither the owner nor granted access (an admin or the owner can run acl:add)"

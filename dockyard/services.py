@@ -28,6 +28,17 @@ _rename_hooks: list[RenameHook] = []
 _destroy_hooks: list[DestroyHook] = []
 
 
+# Other owned things (services, storage directories, networks) give up a removed key's
+# ownership the way its apps do: `hook(state, key_name, new_owner)`, in one transaction.
+ForgetKeyHook = Callable[[StateStore, str, str], None]
+_forget_key_hooks: list[ForgetKeyHook] = []
+
+
+def on_forget_key(hook: ForgetKeyHook) -> ForgetKeyHook:
+    _forget_key_hooks.append(hook)
+    return hook
+
+
 def on_rename(hook: RenameHook) -> RenameHook:
     _rename_hooks.append(hook)
     return hook
@@ -66,6 +77,14 @@ class Services:
         for hook in _rename_hooks:
             hook(self, old, new)
         return self.apps.get(app.name)
+
+    def forget_key(self, key_name: str) -> None:
+        """A removed key's apps and everything else it owned pass to `removed:NAME`, which
+        no key can be called, so a later key under the same name inherits nothing."""
+        with self.state.transaction():
+            self.apps.forget_key(key_name)
+            for hook in _forget_key_hooks:
+                hook(self.state, key_name, f"removed:{key_name}")
 
     def destroy_app(self, name: str) -> None:
         """Outside resources first: if one of them fails, the app still exists and the

@@ -108,4 +108,8 @@ fi
 say "Base images"
 "$ROOT/scripts/build-base-images.sh"
 
+# Stand-ins for the official postgres/redis/mysql images (nothing can be pulled here).
+say "Service images"
+"$ROOT/scripts/build-service-images.sh"
+
 say "Setup done"

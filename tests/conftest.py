@@ -204,11 +204,11 @@ def remove_leftovers_of(data_dir: Path) -> None:
     try:
         from deployer.containers import client, list_containers
 
+        # Apps', one-offs' and services' containers, then every network of this home:
+        # apps', services' and `network:create`d ones.
         for container in list_containers({"label": f"dockyard.home={data_dir}"}):
             container.remove(force=True)
-        from deployer.networks import home_networks
-
-        for network in home_networks(str(data_dir)):
+        for network in client().api.networks(filters={"label": f"dockyard.home={data_dir}"}):
             client().api.remove_network(network["Id"])
     except Exception as exc:  # no engine: nothing of ours can be running on it
         print(f"container clean-up skipped: {exc}")

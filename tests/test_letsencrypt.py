@@ -34,10 +34,12 @@ from hypothesis import strategies as st
 
 import proxy
 from dockyard.access import Identity
+from dockyard.context import Context
 from dockyard.errors import UsageError
 from dockyard.output import Output
 from dockyard.properties import Level
-from dockyard.registry import COMMANDS, Context, Services, dispatch
+from dockyard.registry import COMMANDS, dispatch
+from dockyard.services import Services
 from dockyard.settings import Settings
 from proxy import acme_client
 from proxy import letsencrypt as le

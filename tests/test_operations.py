@@ -133,7 +133,7 @@ def test_restore_on_a_fresh_machine_then_rebuild_all(
 ) -> None:
     """The disaster-recovery path: backup, lose the machine, restore, `ps:rebuild --all`."""
     from tests.conftest import _provision, remove_server_leftovers, start_server, stop_server
-    from tests.test_deployer import busybox_repo, ok, push, wait_for_body
+    from tests.deploying import busybox_repo, ok, push, wait_for_body
 
     ok(push(server, busybox_repo(tmp_path, "phoenix", "risen"), "phoenix"))
     assert server.ssh("apps:create", "empty-one").returncode == 0

@@ -7,6 +7,11 @@ Consistent while the server runs: state.db is copied with SQLite's online backup
 each repo is archived under its app lock, so no push is half-included. Build logs, nginx
 runtime files and locks are not kept: they are rebuilt. Local CLI only: the archive path
 names a file on the server.
+
+Stages add what they keep outside these files (database services' dumps, storage
+directories) as backup parts: each writes its members under its own top-level folder of the
+archive, and restores them after state.db is back (with the restored state open), so a
+part can recreate what its rows describe.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import sqlite3
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from dockyard import __version__
@@ -26,14 +33,44 @@ from dockyard.access import Access
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
 from dockyard.locks import app_lock
+from dockyard.output import Output
 from dockyard.registry import CommandParser, command
 from dockyard.services import Services
+from dockyard.settings import Settings
 
 MANIFEST = "dockyard-backup.json"
 # What a backup holds, relative to the data dir. Nothing else is restored.
 KEPT = ("state.db", "authorized_keys", "host_keys", "repos", "nginx/certs", "letsencrypt/accounts")
 # Directories holding private keys: 0700 after a restore, whatever the archive said.
 PRIVATE_DIRS = ("host_keys", "nginx/certs", "letsencrypt", "letsencrypt/accounts")
+# Where a restore leaves the parts' folders for their restore step, under the data dir.
+RESTORING = ".restoring"
+
+
+@dataclass(frozen=True)
+class BackupPart:
+    """What one stage adds to a backup. `write(services, tar, scratch, out)` adds members
+    under `prefix/` (scratch is a private directory for temporary files) and returns what it
+    included; `restore(services, folder, out)` brings back what `folder` (the archive's
+    `prefix/`, extracted) holds and returns what it restored."""
+
+    prefix: str
+    write: Callable[[Services, tarfile.TarFile, Path, Output], list[str]]
+    restore: Callable[[Services, Path, Output], list[str]]
+
+
+_parts: list[BackupPart] = []
+
+
+def register_backup_part(part: BackupPart) -> BackupPart:
+    if part.prefix in KEPT or part.prefix in (MANIFEST, RESTORING) or "/" in part.prefix:
+        raise RuntimeError(f"backup part {part.prefix} clashes with the core's")
+    _parts.append(part)
+    return part
+
+
+def _prefixes() -> tuple[str, ...]:
+    return KEPT + tuple(p.prefix for p in _parts)
 
 
 def _require_local(ctx: Context, name: str) -> None:
@@ -41,7 +78,7 @@ def _require_local(ctx: Context, name: str) -> None:
         raise UsageError(f"{name} runs on the server itself: dockyard {name} FILE")
 
 
-def write_backup(services: Services, target: Path) -> list[str]:
+def write_backup(services: Services, target: Path, out: Output | None = None) -> list[str]:
     data = services.settings.data_dir
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     included: list[str] = []
@@ -71,6 +108,11 @@ def write_backup(services: Services, target: Path) -> list[str]:
                 with app_lock(services.settings.locks_dir, repo.name[: -len(".git")]):
                     tar.add(repo, f"repos/{repo.name}")
                 included.append(f"repos/{repo.name}")
+            for part in _parts:
+                part_scratch = Path(scratch) / f"part-{part.prefix}"
+                part_scratch.mkdir(mode=0o700)
+                included += part.write(services, tar, part_scratch, out or _null_output())
+                shutil.rmtree(part_scratch, ignore_errors=True)
     os.chmod(tmp, 0o600)
     os.replace(tmp, target)
     return included
@@ -81,29 +123,57 @@ def _check_member(member: tarfile.TarInfo) -> None:
     if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
         raise DockyardError(f"Refusing archive: unsafe entry {member.name!r}")
     if member.name != MANIFEST and not any(
-        member.name == k or member.name.startswith(k + "/") for k in KEPT
+        member.name == k or member.name.startswith(k + "/") for k in _prefixes()
     ):
         raise DockyardError(f"Refusing archive: unexpected entry {member.name!r}")
 
 
-def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path) -> None:
-    """What `extractall(filter="data")` does, which Debian 12's Python (3.11.2) lacks: the
-    members are already checked to be plain files and directories below `dest`; each gets
-    its mode without setuid, setgid, sticky or write for others, and belongs to us."""
-    for member in members:
-        target = dest / member.name
-        if member.isdir():
-            target.mkdir(parents=True, exist_ok=True, mode=0o700)
+def extract_checked(
+    tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo] | None = None,
+    links: bool = False,
+) -> None:
+    """Extract into `dest`, never writing outside it, on every Python this runs on (Debian
+    12's 3.11.2 has no `extractall(filter=…)`). Refused: absolute names, `..`, devices and
+    fifos, links unless `links` (then hard links must point inside), and any member whose
+    directory resolves outside `dest` through a link extracted before it. An existing link
+    at a member's path is replaced, never followed. Setuid/setgid bits are dropped; owners
+    are kept when running as root (storage directories keep their apps' owners)."""
+    root = os.path.realpath(dest)
+    later_dirs: list[tuple[tarfile.TarInfo, str]] = []
+    for member in members if members is not None else tar.getmembers():
+        name = member.name.rstrip("/")
+        if name in ("", "."):
+            if member.isdir():
+                later_dirs.append((member, root))
             continue
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        source = tar.extractfile(member)
-        assert source is not None  # a regular file, checked above
-        with source, open(target, "wb") as out:
-            shutil.copyfileobj(source, out)
-        os.chmod(target, member.mode & 0o755)
-    for member in members:
+        parts = Path(name).parts
+        is_link = member.issym() or member.islnk()
+        allowed = member.isfile() or member.isdir() or (links and is_link)
+        if Path(name).is_absolute() or ".." in parts or not allowed:
+            raise DockyardError(f"Refusing archive: unsafe entry {member.name!r}")
+        target = os.path.join(root, name)
+        parent = os.path.realpath(os.path.dirname(target))
+        if parent != root and not parent.startswith(root + os.sep):
+            raise DockyardError(f"Refusing archive: {member.name!r} leads outside")
+        if member.islnk():
+            linked = os.path.normpath(os.path.join(root, member.linkname))
+            if not linked.startswith(root + os.sep):
+                raise DockyardError(f"Refusing archive: hard link {member.name!r} leads outside")
+        if os.path.islink(target) or (os.path.lexists(target) and not member.isdir()):
+            os.unlink(target)
+        member.mode &= 0o1777
         if member.isdir():
-            os.chmod(dest / member.name, member.mode & 0o755)
+            os.makedirs(target, mode=0o700, exist_ok=True)
+            later_dirs.append((member, target))
+            continue
+        tar.extract(member, root, set_attrs=True, numeric_owner=True)
+    # Directory owners and modes last, deepest first: a read-only directory must not stop
+    # its own files from being written.
+    for member, target in reversed(later_dirs):
+        if os.geteuid() == 0:
+            tar.chown(member, target, numeric_owner=True)
+        tar.chmod(member, target)
+        tar.utime(member, target)
 
 
 def restore_backup(archive: Path, data_dir: Path) -> list[str]:
@@ -115,7 +185,7 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
         for member in members:
             _check_member(member)
         with tempfile.TemporaryDirectory(dir=data_dir) as scratch:
-            _extract(tar, members, Path(scratch))
+            extract_checked(tar, Path(scratch), members)
             restored = []
             for name in KEPT:
                 src = Path(scratch) / name
@@ -129,6 +199,14 @@ def restore_backup(archive: Path, data_dir: Path) -> list[str]:
                     dest.unlink()
                 os.replace(src, dest)
                 restored.append(name)
+            staging = data_dir / RESTORING
+            if staging.exists():
+                shutil.rmtree(staging)
+            for part in _parts:
+                src = Path(scratch) / part.prefix
+                if src.exists():
+                    staging.mkdir(mode=0o700, exist_ok=True)
+                    os.replace(src, staging / part.prefix)
     for private in PRIVATE_DIRS:
         if (data_dir / private).is_dir():
             os.chmod(data_dir / private, 0o700)
@@ -148,7 +226,7 @@ def backup(ctx: Context, argv: list[str]) -> None:
     if not target.parent.is_dir():
         raise UsageError(f"{target.parent} is not a directory")
     ctx.out.step(f"Backing up {ctx.services.settings.data_dir} to {target}")
-    for name in write_backup(ctx.services, target):
+    for name in write_backup(ctx.services, target, ctx.out):
         ctx.out.detail(name)
     ctx.event("backup", None, str(target))
 
@@ -172,4 +250,44 @@ def restore(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Restoring {archive} into {ctx.services.settings.data_dir}")
     for name in restore_backup(archive, ctx.services.settings.data_dir):
         ctx.out.detail(name)
+    failed = restore_parts(ctx.services.settings, ctx.out)
     ctx.out.step("Restored. Start the server, then rebuild the apps: ps:rebuild --all")
+    if failed:
+        raise DockyardError("Not restored: " + ", ".join(failed))
+
+
+def restore_parts(settings: Settings, out: Output) -> list[str]:
+    """Run each part's restore on what `restore_backup` staged, with the restored state
+    open (a new Services: the old one's database connection names the replaced file).
+    Returns the parts that failed; one failing part does not stop the others."""
+    staging = settings.data_dir / RESTORING
+    if not staging.exists():
+        return []
+    services = Services(settings)
+    failed = []
+    try:
+        for part in _parts:
+            folder = staging / part.prefix
+            if not folder.exists():
+                continue
+            try:
+                for name in part.restore(services, folder, out):
+                    out.detail(name)
+            except DockyardError as exc:
+                out.error(f"{part.prefix}: {exc.message}")
+                failed.append(part.prefix)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return failed
+
+
+class _NullStream:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+def _null_output() -> Output:
+    return Output(_NullStream(), _NullStream())  # type: ignore[arg-type]

@@ -62,6 +62,6 @@ def remove(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("name", metavar="NAME")
     args = parser.parse_args(argv)
     entry = ctx.services.keys.remove(args.name)
-    ctx.services.apps.forget_key(entry.name)
+    ctx.services.forget_key(entry.name)
     ctx.out.step(f"Removed key {entry.name} ({entry.fingerprint})")
     ctx.event("ssh-keys:remove", None, f"{entry.name} {entry.fingerprint}")
