@@ -30,7 +30,7 @@ import re
 import stat
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -372,6 +372,17 @@ def list_objects(
     trees = [oid for oid, type_num in others if type_num == TREE]
     if object_filter is None and not client_has:
         found.extend(_walk_all(objects, [*roots, *trees]))
+    elif (
+        not client_has
+        and not object_filter.needs_depth()
+        and object_filter.shows(TREE, 0)
+        and not provided.intersection(roots)
+    ):
+        # A partial clone's usual case (blob:none, blob:limit): every tree, some blobs.
+        found.extend(_walk_all(objects, roots, _blob_test(objects, object_filter)))
+        found.extend(
+            _filtered_trees_and_blobs(objects, [], trees, client_has, object_filter, provided)
+        )
     else:
         found.extend(
             _filtered_trees_and_blobs(objects, roots, trees, client_has, object_filter, provided)
@@ -468,8 +479,20 @@ def _filtered_trees_and_blobs(
     return found
 
 
-def _walk_all(objects: PackedObjects, roots: Sequence[ObjectID]) -> list[ObjectID]:
-    """Every tree and blob under `roots`: the clone's hot path (no filter, nothing had)."""
+def _blob_test(objects: PackedObjects, object_filter: ObjectFilter) -> Callable[[bytes], bool]:
+    if object_filter.needs_size():
+        return lambda oid: object_filter.shows(BLOB, 1, objects.size_of(ObjectID(oid)))
+    keep = object_filter.shows(BLOB, 1, 0)
+    return lambda oid: keep
+
+
+def _walk_all(
+    objects: PackedObjects,
+    roots: Sequence[ObjectID],
+    keep_blob: Callable[[bytes], bool] | None = None,
+) -> list[ObjectID]:
+    """Every tree and blob under `roots`, or every tree and the blobs `keep_blob` keeps:
+    the clone's hot path (no depth filter, nothing the client has to leave out)."""
     seen: set[bytes] = set()
     found: list[ObjectID] = []
     raw_of = objects.raw
@@ -491,7 +514,8 @@ def _walk_all(objects: PackedObjects, roots: Sequence[ObjectID]) -> list[ObjectI
                 stack.append(child)
             else:
                 seen.add(child)
-                found.append(child)
+                if keep_blob is None or keep_blob(child):
+                    found.append(child)
     return found
 
 
