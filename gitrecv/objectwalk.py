@@ -100,8 +100,10 @@ def parse_commit(raw: bytes) -> CommitInfo:
             parents.append(_checked(line[7:]))
         elif line.startswith(b"committer "):
             fields = line.rsplit(b">", 1)[-1].split()
-            if fields and fields[0].isdigit():
+            try:
                 when = int(fields[0])
+            except (IndexError, ValueError):
+                when = 0
     if tree is None:
         raise PackReadError("commit without a tree")
     return CommitInfo(_checked(tree), tuple(parents), when)
@@ -113,8 +115,11 @@ def tag_target(raw: bytes) -> ObjectID:
     return _checked(raw[7 : raw.find(b"\n")])
 
 
+_HEX_DIGITS = b"0123456789abcdef"
+
+
 def _checked(oid: bytes) -> ObjectID:
-    if not _OID.fullmatch(oid):
+    if len(oid) != 40 or oid.translate(None, _HEX_DIGITS):
         raise PackReadError(f"malformed object id in a stored object: {oid[:50]!r}")
     return ObjectID(oid)
 
