@@ -360,3 +360,13 @@ def test_only_a_well_formed_git_protocol_reaches_git_commands(
          "apps:list"], capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert listed.returncode == 0 and APP in listed.stdout
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_clone_of_an_app_never_pushed_is_an_empty_repository(
+    srv: DockyardServer, tmp_path: Path, protocol: int
+) -> None:
+    assert srv.ssh("apps:create", f"empty{protocol}").returncode == 0
+    result = run_git(git_env(srv, protocol), "clone", srv.remote(f"empty{protocol}"),
+                     str(tmp_path / "e"))  # fmt: skip
+    assert "cloned an empty repository" in result.stderr
