@@ -38,7 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import proxy  # noqa: E402
-from dockyard.registry import Services  # noqa: E402
+from dockyard.services import Services  # noqa: E402
 from dockyard.settings import Settings  # noqa: E402
 from proxy.router import Router  # noqa: E402
 from tests.conftest import (  # noqa: E402

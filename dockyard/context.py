@@ -7,6 +7,7 @@ for global settings (`Context.target`); commands never check access themselves.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -30,6 +31,9 @@ class Context:
     local: bool = False  # the local CLI, run by root on the server itself
     command: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Client environment variables the front door let through: validated, and only those a
+    # command is documented to read (`GIT_PROTOCOL` for git's commands); empty otherwise.
+    client_env: Mapping[str, str] = field(default_factory=dict)
 
     def app(self, name: str, need: Access = Access.APP, action: str = "do this") -> App:
         """The named app, if it exists and this key may manage it (or own it, for OWNER:

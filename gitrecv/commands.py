@@ -28,11 +28,12 @@ from dockyard.output import Output
 from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
 from dockyard.services import Services
+from gitrecv.fetchspec import GIT_PROTOCOL_ENV, protocol_version
 from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE
-from gitrecv.receive import DeployingReceivePackHandler, SingleRepoBackend
+from gitrecv.receive import DeployingReceivePackHandler
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
 from gitrecv.source import GitSource
-from gitrecv.upload import ReusingUploadPackHandler
+from gitrecv.upload import UploadPack
 
 log = structlog.get_logger("dockyard.gitrecv")
 
@@ -153,9 +154,9 @@ def upload_pack(ctx: Context, argv: list[str]) -> int | None:
         with services.hold(app) as app:
             repo = store.open_or_create(app)
     try:
-        proto = Protocol(ctx.stdin.read, ctx.stdout.write)
-        handler = ReusingUploadPackHandler(SingleRepoBackend(repo), ["."], proto)
-        return _speak_git(ctx, handler.handle)
+        version = protocol_version(ctx.client_env.get(GIT_PROTOCOL_ENV))
+        session = UploadPack(repo, ctx.stdin.read, ctx.stdout.write, version)
+        return _speak_git(ctx, session.serve)
     finally:
         repo.close()
 

@@ -17,6 +17,8 @@ REPO_SUFFIX = ".git"
 TEMP_PACK_PATTERNS = ("tmp_pack_*", "pack/tmp*")
 # Lock files a killed server may leave; under the app lock nothing else can hold them.
 STALE_LOCK_PATTERNS = ("*.lock", "refs/**/*.lock")
+# Object lists a killed clone was writing (gitrecv/objectwalk.py's cache).
+STALE_CACHE_PATTERNS = ("dockyard/upload-cache/.tmp-*",)
 
 _LEADING_JUNK = re.compile(r"^(?:~/|/)+")
 
@@ -76,6 +78,6 @@ def remove_leftovers(repo: Repo) -> None:
     for pattern in TEMP_PACK_PATTERNS:
         for leftover in objects.glob(pattern):
             leftover.unlink(missing_ok=True)
-    for pattern in STALE_LOCK_PATTERNS:
+    for pattern in (*STALE_LOCK_PATTERNS, *STALE_CACHE_PATTERNS):
         for leftover in Path(repo.controldir()).glob(pattern):
             leftover.unlink(missing_ok=True)

@@ -1,11 +1,18 @@
 """One SSH session runs one command: split the exec string like a shell would split words
 (quotes honoured, nothing expanded), then dispatch it on a worker thread with the channel
-bridged to blocking streams."""
+bridged to blocking streams.
+
+The client's environment is ignored, with one exception: `GIT_PROTOCOL` (git sends
+`version=2` to ask for protocol v2) reaches the git commands, and only them, and only
+when its value is a short string of the characters git uses there. Everything else a client
+sets is dropped before the command runs."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
+from collections.abc import Mapping
 
 import asyncssh
 import structlog
@@ -19,11 +26,26 @@ from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.sshd")
 
+GIT_PROTOCOL = "GIT_PROTOCOL"
+GIT_COMMANDS = frozenset({"git-upload-pack", "git-receive-pack"})
+GIT_PROTOCOL_VALUE = re.compile(r"[A-Za-z0-9._=:-]{1,256}")
+
 
 def split_command(command: str | None) -> list[str]:
     if command is None:
         return []  # `ssh host` with no command: show help, never a shell
     return shlex.split(command, comments=False, posix=True)
+
+
+def client_env(argv: list[str], env: Mapping[str, str]) -> dict[str, str]:
+    """The part of the client's environment a command may see: `GIT_PROTOCOL` for the git
+    commands when its value is well-formed; nothing else, ever."""
+    if not argv or argv[0] not in GIT_COMMANDS:
+        return {}
+    value = env.get(GIT_PROTOCOL)
+    if not isinstance(value, str) or not GIT_PROTOCOL_VALUE.fullmatch(value):
+        return {}
+    return {GIT_PROTOCOL: value}
 
 
 class ChannelInput:
@@ -80,6 +102,7 @@ async def handle_process(
         stderr=stderr,  # type: ignore[arg-type]
         out=Output(stdout, stderr),  # type: ignore[arg-type]
         interactive=process.get_terminal_type() is not None,
+        client_env=client_env(argv, _environment(process)),
     )
     log.info("command", user=identity.name, command=argv[:1])
     work = asyncio.ensure_future(run_blocking(_run, ctx, argv, stdout, stderr))
@@ -108,6 +131,13 @@ async def handle_process(
         log.info("client disconnected", user=identity.name, command=argv[:1], status=status)
     else:
         log.info("command done", user=identity.name, command=argv[:1], status=status)
+
+
+def _environment(process: asyncssh.SSHServerProcess) -> Mapping[str, str]:
+    try:
+        return process.env
+    except Exception:  # noqa: BLE001 (a stand-in process in unit tests may have none)
+        return {}
 
 
 def _status_of(work: asyncio.Future[int]) -> int:

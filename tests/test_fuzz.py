@@ -8,6 +8,10 @@
 - command lines: random exec strings go through `split_command` and `dispatch`; every
   outcome is an exit status with normal output or a ` !     ` message, never the
   internal-error path.
+- fetch arguments: filter specs, depths, times, `deepen-not` names and `GIT_PROTOCOL`
+  values go through their parsers; each either parses (and a parsed filter prints back to
+  itself) or is refused with a `RequestError`, nothing else. Protocol v2 requests (and v0
+  ones carrying shallow and filter lines) go through `git-upload-pack` as above.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def make_services(tmp: Path) -> Services:
     )
 
 
-def context(services: Services, stdin: bytes, identity: Identity = ADMIN) -> Context:
+def context(
+    services: Services, stdin: bytes, identity: Identity = ADMIN, env: dict[str, str] | None = None
+) -> Context:
     stdout, stderr = io.BytesIO(), io.BytesIO()
     return Context(
         services=services,
@@ -78,6 +84,7 @@ def context(services: Services, stdin: bytes, identity: Identity = ADMIN) -> Con
         stdout=stdout,
         stderr=stderr,
         out=Output(stdout, stderr),
+        client_env=env or {},
     )
 
 
@@ -164,7 +171,8 @@ def receive_stream(draw: st.DrawFn, shas: list[bytes]) -> bytes:
 @st.composite
 def upload_stream(draw: st.DrawFn, shas: list[bytes]) -> bytes:
     known = st.sampled_from(shas)
-    verbs = st.sampled_from([b"want ", b"have ", b"shallow ", b"deepen ", b"done", b"filter "])
+    verbs = st.sampled_from([b"want ", b"have ", b"shallow ", b"deepen ", b"done", b"filter ",
+                             b"deepen-since ", b"deepen-not "])  # fmt: skip
     parts = []
     if draw(st.booleans()):  # a well-formed request, so the pack writer runs too
         caps = draw(
@@ -185,8 +193,55 @@ def upload_stream(draw: st.DrawFn, shas: list[bytes]) -> bytes:
     return b"".join(parts) + draw(st.binary(max_size=16))
 
 
-def run_git_command(services: Services, name: str, stdin: bytes) -> Context:
-    ctx = context(services, stdin)
+FILTER_SPECS = st.one_of(
+    st.sampled_from([
+        b"blob:none", b"blob:limit=1k", b"blob:limit=0", b"tree:0", b"tree:2", b"object:type=blob",
+        b"combine:blob%3Anone+tree%3A1", b"sparse:oid=main:x", b"blob:limit=zz", b"tree:-1",
+    ]),
+    st.binary(max_size=40),
+)  # fmt: skip
+V2_ARGS = st.one_of(
+    st.sampled_from([b"done", b"thin-pack", b"ofs-delta", b"no-progress", b"include-tag",
+                     b"deepen-relative", b"deepen 1", b"deepen 0", b"deepen-since 1",
+                     b"deepen-not main", b"deepen-not refs/heads/main", b"want-ref refs/x",
+                     b"sideband-all", b"symrefs", b"peel", b"ref-prefix refs/"]),
+    st.binary(max_size=60),
+)  # fmt: skip
+
+
+@st.composite
+def upload_stream_v2(draw: st.DrawFn, shas: list[bytes]) -> bytes:
+    known = st.sampled_from(shas)
+    parts = []
+    for _ in range(draw(st.integers(1, 3))):
+        command = draw(st.sampled_from([b"fetch", b"ls-refs", b"fetch", b"bogus"]))
+        parts.append(pkt(b"command=" + command + b"\n"))
+        if draw(st.booleans()):
+            capability = st.sampled_from(
+                [b"agent=x", b"object-format=sha1", b"object-format=sha256", b"server-option=a"]
+            )
+            parts.append(pkt(draw(capability)))
+        parts.append(draw(st.sampled_from([b"0001", b"0001", b"0000", b"0002"])))
+        for _ in range(draw(st.integers(0, 6))):
+            kind = draw(st.integers(0, 4))
+            if kind == 0:
+                parts.append(pkt(b"want " + draw(st.one_of(SHA, known)) + b"\n"))
+            elif kind == 1:
+                parts.append(pkt(b"have " + draw(st.one_of(SHA, known)) + b"\n"))
+            elif kind == 2:
+                parts.append(pkt(b"filter " + draw(FILTER_SPECS) + b"\n"))
+            elif kind == 3:
+                parts.append(pkt(b"shallow " + draw(st.one_of(SHA, known))))
+            else:
+                parts.append(pkt(draw(V2_ARGS)))
+        parts.append(b"0000")
+    return b"".join(parts) + draw(st.sampled_from([b"", b"0000", b"zz"]))
+
+
+def run_git_command(
+    services: Services, name: str, stdin: bytes, env: dict[str, str] | None = None
+) -> Context:
+    ctx = context(services, stdin, env=env)
     try:
         COMMANDS[name].handler(ctx, [APP])  # what split_command makes of 'APP'
     except DockyardError:
@@ -222,6 +277,59 @@ def test_upload_pack_survives_any_byte_stream(
     run_git_command(services, "git-upload-pack", stream)
     assert refs_of(repo_path) == before
     assert_fsck_clean(repo_path)
+
+
+@FUZZ_SETTINGS
+@given(data=st.data())
+def test_upload_pack_v2_survives_any_request(
+    pushed: tuple[Services, Path, list[bytes]], data: st.DataObject
+) -> None:
+    services, repo_path, shas = pushed
+    before = refs_of(repo_path)
+    stream = data.draw(st.one_of(upload_stream_v2(shas), st.binary(max_size=300)))
+    ctx = run_git_command(services, "git-upload-pack", stream, {"GIT_PROTOCOL": "version=2"})
+    assert ctx.stdout.getvalue().startswith(b"000eversion 2\n")  # type: ignore[attr-defined]
+    assert refs_of(repo_path) == before
+    assert_fsck_clean(repo_path)
+
+
+@FUZZ_SETTINGS
+@given(value=st.one_of(FILTER_SPECS, st.binary(max_size=80)))
+def test_filter_specs_parse_or_are_refused(value: bytes) -> None:
+    from gitrecv.fetchspec import RequestError, parse_filter
+
+    try:
+        parsed = parse_filter(value)
+    except RequestError:
+        return
+    assert parse_filter(str(parsed).encode()) == parsed
+
+
+@FUZZ_SETTINGS
+@given(value=st.binary(max_size=40), text=st.one_of(st.none(), st.text(max_size=40)))
+def test_fetch_arguments_parse_or_are_refused(value: bytes, text: str | None) -> None:
+    from dulwich.refs import check_ref_format
+
+    from gitrecv.fetchspec import (
+        RequestError,
+        deepen_not_candidates,
+        parse_depth,
+        parse_oid,
+        parse_since,
+        protocol_version,
+    )
+
+    for parse in (parse_depth, parse_since, parse_oid):
+        try:
+            parse(value)
+        except RequestError:
+            pass
+    try:
+        names = deepen_not_candidates(value)
+    except RequestError:
+        names = []
+    assert all(check_ref_format(n) or n == b"HEAD" for n in names)  # safe to look up
+    assert protocol_version(text) in (0, 1, 2)
 
 
 # Commands that start containers, follow logs or reach the engine/nginx on their happy path:

@@ -14,11 +14,34 @@ import pytest
 from dulwich.repo import Repo
 
 from dockyard.errors import UsageError
+from gitrecv.fetchspec import (
+    BlobLimit,
+    BlobNone,
+    Combined,
+    ObjectType,
+    RequestError,
+    TreeDepth,
+    deepen_not_candidates,
+    parse_depth,
+    parse_filter,
+    parse_since,
+    protocol_version,
+)
+from gitrecv.objectwalk import (
+    CommitGraph,
+    ObjectListCache,
+    ShallowRequest,
+    compute_shallow,
+    list_objects,
+)
+from gitrecv.packed import BLOB, TREE, PackedObjects
+from gitrecv.pktline import Marker, PktLineReader, SidebandSink
 from gitrecv.properties import format_size, parse_size
 from gitrecv.receive import ProgressChannel, PushTooLarge, SizeLimitedReader
 from gitrecv.repos import app_name_from_repo_path
 from gitrecv.source import GitSource
-from gitrecv.upload import reachable_objects, write_reused_pack
+from gitrecv.upload import write_pack
+from sshd.session import client_env
 
 GIT_ENV = {
     **os.environ,
@@ -147,29 +170,234 @@ def test_size_limited_reader_counts_every_byte() -> None:
         reader.recv(20)
 
 
-def test_reused_pack_is_valid_and_complete(worktree: Path, tmp_path: Path) -> None:
-    """Several packs (deltas inside them) plus loose objects, written as one pack."""
+def _history(worktree: Path) -> Repo:
+    """Several packs (deltas inside them) plus loose objects and an annotated tag."""
     for i in range(6):
         (worktree / "README").write_bytes((worktree / "README").read_bytes() + b"more %d\n" % i)
         git(worktree, "commit", "-q", "-am", f"c{i}")
         if i % 2:
             git(worktree, "repack", "-dq")  # a new pack with what is loose so far
     git(worktree, "tag", "-a", "-m", "t", "v1")
-    repo = Repo(str(worktree))
-    store = repo.object_store
-    assert len(list(store.packs)) >= 2
-    wants = [repo.refs[b"refs/heads/main"], repo.refs[b"refs/tags/v1"]]
-    oids = reachable_objects(store, wants, {})
-    listed = git(worktree, "rev-list", "--objects", "--all").decode().splitlines()
-    assert {o.decode() for o in oids} == {line.split()[0] for line in listed}
+    return Repo(str(worktree))
 
-    out = io.BytesIO()
-    assert write_reused_pack(out.write, store, oids) == len(oids)
-    target = tmp_path / "target.git"
+
+def _index_pack(tmp_path: Path, data: bytes, *extra: str) -> str:
+    target = tmp_path / f"target{len(list(tmp_path.glob('target*')))}.git"
     git(tmp_path, "init", "-q", "--bare", str(target))
-    git(target, "index-pack", "--stdin", "--strict", input=out.getvalue())
-    count = git(target, "count-objects", "-v").decode()
-    assert f"in-pack: {len(oids)}" in count
+    git(target, "index-pack", "--stdin", "--strict", *extra, input=data)
+    return git(target, "count-objects", "-v").decode()
+
+
+def test_reused_pack_is_valid_and_complete(worktree: Path, tmp_path: Path) -> None:
+    repo = _history(worktree)
+    assert len(list(repo.object_store.packs)) >= 2
+    wants = [repo.refs[b"refs/heads/main"], repo.refs[b"refs/tags/v1"]]
+    with PackedObjects(repo.object_store) as objects:
+        graph = CommitGraph(objects)
+        shallow = compute_shallow(graph, wants, ShallowRequest())
+        oids = list_objects(objects, graph, wants, (), shallow, None).objects
+        listed = git(worktree, "rev-list", "--objects", "--all").decode().splitlines()
+        assert {o.decode() for o in oids} == {line.split()[0] for line in listed}
+        out = io.BytesIO()
+        assert write_pack(out.write, objects, oids) == len(oids)
+    assert f"in-pack: {len(oids)}" in _index_pack(tmp_path, out.getvalue())
+
+
+def test_subset_packs_move_deltas_and_thin_packs_name_their_bases(
+    worktree: Path, tmp_path: Path
+) -> None:
+    """A fetch sends part of a pack: OFS_DELTA distances change, and deltas against what
+    the client has become REF_DELTAs (thin) or whole objects (not thin). fast-import stores
+    each new version of a file as a delta on the previous one, as a push's pack does."""
+    from bench.make_repo import fast_import_stream
+
+    del worktree
+    worktree = tmp_path / "imported"
+    git(tmp_path, "init", "-q", "-b", "main", str(worktree))
+    git(worktree, "-c", "fastimport.unpackLimit=0", "fast-import", "--quiet",
+        input=fast_import_stream(10, 200))  # fmt: skip
+    repo = Repo(str(worktree))
+    head = repo.refs[b"refs/heads/main"]
+    old = git(worktree, "rev-parse", "HEAD~4").decode().strip().encode()
+    with PackedObjects(repo.object_store) as objects:
+        graph = CommitGraph(objects)
+        shallow = compute_shallow(graph, [head], ShallowRequest())
+        result = list_objects(objects, graph, [head], [old], shallow, None)
+        expected = git(worktree, "rev-list", "--objects", "main", "^" + old.decode())
+        assert {o.decode() for o in result.objects} == {
+            line.split()[0] for line in expected.decode().splitlines()
+        }
+        thin, full = io.BytesIO(), io.BytesIO()
+        write_pack(thin.write, objects, result.objects, client_has=result.client_has)
+        write_pack(full.write, objects, result.objects)
+    # Into a client that has `old`: the full pack needs nothing else, the thin one its
+    # bases (which --fix-thin copies in); both leave a complete, fsck-clean repository.
+    for name, data, extra in (("full", full, ()), ("thin", thin, ("--fix-thin",))):
+        client = tmp_path / f"client-{name}.git"
+        git(tmp_path, "init", "-q", "--bare", str(client))
+        git(worktree, "push", "-q", str(client), f"{old.decode()}:refs/heads/main")
+        git(client, "index-pack", "--stdin", *extra, input=data.getvalue())
+        git(client, "update-ref", "refs/heads/main", head.decode())
+        git(client, "fsck", "--strict")
+    assert len(thin.getvalue()) < len(full.getvalue())
+
+
+def test_filters_leave_out_what_they_say(worktree: Path) -> None:
+    (worktree / "big.bin").write_bytes(os.urandom(5000))
+    git(worktree, "add", "-A")
+    git(worktree, "commit", "-q", "-m", "big")
+    repo = Repo(str(worktree))
+    head = repo.refs[b"refs/heads/main"]
+    with PackedObjects(repo.object_store) as objects:
+        graph = CommitGraph(objects)
+        shallow = compute_shallow(graph, [head], ShallowRequest())
+
+        def kinds(spec: bytes) -> dict[int, int]:
+            oids = list_objects(objects, graph, [head], (), shallow, parse_filter(spec)).objects
+            counts: dict[int, int] = {}
+            for oid in oids:
+                kind = objects.type_of(oid)
+                assert kind is not None
+                counts[kind] = counts.get(kind, 0) + 1
+            return counts
+
+        everything = kinds(b"blob:limit=1g")
+        assert everything[BLOB] == 5 and everything[TREE] == 4  # 2 roots, dir, dir/deep
+        assert BLOB not in kinds(b"blob:none")
+        assert kinds(b"blob:limit=4k")[BLOB] == 4  # big.bin (5000 bytes) left out
+        assert set(kinds(b"tree:0")) == {1}  # commits only
+        assert kinds(b"tree:1") == {1: 2, 2: 2}  # and the root trees
+        assert kinds(b"tree:2") == {1: 2, 2: 3, 3: 4}  # and what the roots hold
+        assert set(kinds(b"object:type=blob")) == {1, BLOB}  # the wanted commit always goes
+        assert kinds(b"combine:blob:none+tree:1") == {1: 2, 2: 2}
+        assert objects.size_of(repo[b"HEAD"].tree) > 0
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        (b"blob:none", BlobNone()),
+        (b"blob:limit=0", BlobLimit(0)),
+        (b"blob:limit=10k", BlobLimit(10 * 1024)),
+        (b"blob:limit=2M", BlobLimit(2 * 1024**2)),
+        (b"tree:0", TreeDepth(0)),
+        (b"tree:3", TreeDepth(3)),
+        (b"object:type=tag", ObjectType(4)),
+        (b"combine:blob%3Anone+tree%3A2", Combined((BlobNone(), TreeDepth(2)))),
+    ],
+)
+def test_filter_specs(spec: bytes, expected: object) -> None:
+    parsed = parse_filter(spec)
+    assert parsed == expected
+    assert parse_filter(str(parsed).encode()) == parsed
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [b"", b"blob", b"blob:limit=", b"blob:limit=1x", b"blob:limit=-1", b"tree:", b"tree:x",
+     b"object:type=file", b"combine:blob:none", b"combine:", b"combine:a+b",
+     b"combine:combine%3Ablob%3Anone+tree%3A0", b"sparse:path=x", b"blob:none\x00",
+     b"combine:blob%3Anone+%ff", "blob:none\u00e9".encode()],
+)  # fmt: skip
+def test_malformed_filter_specs_are_refused(spec: bytes) -> None:
+    with pytest.raises(RequestError, match="invalid filter-spec"):
+        parse_filter(spec)
+
+
+def test_sparse_filters_are_refused_as_c_git_does_when_disallowed() -> None:
+    with pytest.raises(RequestError, match="filter 'sparse:oid' not supported"):
+        parse_filter(b"sparse:oid=main:.sparse")
+
+
+def test_shallow_arguments() -> None:
+    assert parse_depth(b"1") == 1 and parse_depth(b"2147483647") == 2147483647
+    assert parse_since(b"1700000000") == 1700000000
+    for bad in (b"0", b"-1", b"2147483648", b"1.5", b" 1", b"", b"1e3"):
+        with pytest.raises(RequestError, match="invalid deepen"):
+            parse_depth(bad)
+    for bad in (b"-1", b"now", b"", b"12345678901234567890"):
+        with pytest.raises(RequestError, match="invalid deepen-since"):
+            parse_since(bad)
+    assert deepen_not_candidates(b"v1") == [
+        b"refs/v1", b"refs/tags/v1", b"refs/heads/v1", b"refs/remotes/v1"
+    ]
+    assert deepen_not_candidates(b"refs/heads/main")[0] == b"refs/heads/main"
+    for bad in (b"", b"../../etc/passwd", b"a..b", b"x\x00", b"a" * 2000, b"a b"):
+        with pytest.raises(RequestError, match="invalid deepen-not"):
+            deepen_not_candidates(bad)
+
+
+def test_git_protocol_values() -> None:
+    assert protocol_version("version=2") == 2
+    assert protocol_version("version=1") == 1
+    assert protocol_version("version=1:version=2") == 2
+    assert protocol_version("version=2:object-format=sha1") == 2
+    for value in (None, "", "version=3", "version=2;x", "version=2 x", "v" * 300, "ver sion"):
+        assert protocol_version(value) == 0
+
+
+def test_only_git_protocol_reaches_only_git_commands() -> None:
+    env = {"GIT_PROTOCOL": "version=2", "LD_PRELOAD": "/x.so", "DOCKYARD_ROLE": "admin"}
+    assert client_env(["git-upload-pack", "app"], env) == {"GIT_PROTOCOL": "version=2"}
+    assert client_env(["git-receive-pack", "app"], env) == {"GIT_PROTOCOL": "version=2"}
+    assert client_env(["apps:list"], env) == {}
+    assert client_env([], env) == {}
+    for bad in ("version=2;id", "version=2\n", "$(id)", "", "v" * 257):
+        assert client_env(["git-upload-pack", "app"], {"GIT_PROTOCOL": bad}) == {}
+
+
+def test_pkt_line_reader_is_strict() -> None:
+    stream = io.BytesIO(b"0009hello0000000100020006a\n")
+    reader = PktLineReader(stream.read)
+    assert reader.read() == b"hello"
+    assert [reader.read() for _ in range(3)] == [Marker.FLUSH, Marker.DELIM, Marker.RESPONSE_END]
+    assert reader.read() == b"a"
+    from dulwich.errors import GitProtocolError, HangupException
+
+    with pytest.raises(HangupException):
+        reader.read()
+    for bad in (b"0003", b"fff1" + b"x" * 70000, b"zzzz", b"+004", b" 004"):
+        with pytest.raises(GitProtocolError):
+            PktLineReader(io.BytesIO(bad).read).read()
+
+
+def test_sideband_sink_frames_large_and_small_writes() -> None:
+    out = io.BytesIO()
+    sink = SidebandSink(out.write, 1, 10)
+    sink.write(b"abc")
+    sink.write(memoryview(b"0123456789" * 3))
+    sink.write(b"z")
+    sink.flush()
+    data = out.getvalue()
+    payloads = []
+    reader = PktLineReader(io.BytesIO(data).read)
+    while True:
+        try:
+            packet = reader.read()
+        except Exception:  # noqa: BLE001 (end of the stream)
+            break
+        assert isinstance(packet, bytes) and packet[0] == 1 and len(packet) <= 11
+        payloads.append(packet[1:])
+    assert b"".join(payloads) == b"abc" + b"0123456789" * 3 + b"z"
+
+
+def test_object_list_cache_round_trip_and_pruning(tmp_path: Path) -> None:
+    from gitrecv.objectwalk import CACHE_KEEP, ObjectList
+
+    cache = ObjectListCache(str(tmp_path))
+    oids = [b"%040x" % i for i in range(5)]
+    entry = ObjectList(oids, set(), {oids[0]}, {oids[1]})  # type: ignore[arg-type]
+    key = ObjectListCache.key(oids[:1], ShallowRequest(depth=1), BlobNone())  # type: ignore[arg-type]
+    cache.put(key, entry)
+    got = cache.get(key)
+    assert got is not None
+    assert (got.objects, got.shallow, got.unshallow) == (oids, {oids[0]}, {oids[1]})
+    assert cache.get("0" * 64) is None
+    (cache.path / "garbled").write_bytes(b"not a list")
+    assert cache.get("garbled") is None
+    for i in range(CACHE_KEEP + 3):
+        cache.put(f"{i:064x}", entry)
+    assert len(list(cache.path.iterdir())) == CACHE_KEEP
 
 
 def test_incoming_pack_is_stored_whole_or_not_at_all(worktree: Path, tmp_path: Path) -> None:
