@@ -25,7 +25,8 @@
 #
 # Runtime images are stand-ins for official ones: when a registry is reachable they are
 # skipped (the product pulls what it needs) unless DOCKYARD_LOCAL_IMAGES=1;
-# DOCKYARD_LOCAL_IMAGES=0 skips them always. busybox, debian:bookworm and python:3.11
+# DOCKYARD_LOCAL_IMAGES=0 skips them always. (The probe: DOCKYARD_REGISTRY_PROBE, default
+# https://registry-1.docker.io/v2/, which answers 401 to anyone who can pull.) busybox, debian:bookworm and python:3.11
 # (behind the python:3 alias) are always built. DOCKYARD_IMAGE_JOBS (default 3) builds
 # run at once.
 set -euo pipefail
@@ -90,8 +91,9 @@ info "$BUSYBOX_IMAGE ok ($(image_size "$BUSYBOX_IMAGE"), busybox $(image_label "
 
 # ------------------------------------------------------- runtime images ---
 # Stand-ins for official images, for machines that cannot pull (this kind of CI box).
+REGISTRY_PROBE=${DOCKYARD_REGISTRY_PROBE:-https://registry-1.docker.io/v2/}
 registry_status() {
-    curl -s -o /dev/null -w '%{http_code}' --max-time 5 https://registry-1.docker.io/v2/ 2>/dev/null || true
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$REGISTRY_PROBE" 2>/dev/null || true
 }
 local_images=${DOCKYARD_LOCAL_IMAGES:-}
 case $local_images in
@@ -100,11 +102,11 @@ case $local_images in
     "")
         code=$(registry_status)
         if [ "$code" = 401 ] || [ "$code" = 200 ]; then
-            say "Runtime images: skipped, a registry is reachable (registry-1.docker.io answered $code)"
+            say "Runtime images: skipped, a registry is reachable ($REGISTRY_PROBE answered $code)"
             info "official images are pulled when needed; DOCKYARD_LOCAL_IMAGES=1 builds local ones"
             want_runtimes=0
         else
-            say "Runtime images: no registry reachable (registry-1.docker.io: ${code:-000}), building local ones"
+            say "Runtime images: no registry reachable ($REGISTRY_PROBE: ${code:-000}), building local ones"
             want_runtimes=1
         fi
         ;;

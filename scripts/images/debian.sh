@@ -66,6 +66,9 @@ path-exclude /usr/share/linda/*
 path-exclude /usr/share/locale/*
 path-include /usr/share/locale/locale.alias
 CONF
+    # Image builds need no fsync after each unpacked file (a crash fails the build anyway):
+    # about a quarter off installing node's ~400 packages.
+    echo force-unsafe-io >"$root/etc/dpkg/dpkg.cfg.d/docker-apt-speedup"
     printf '#!/bin/sh\n# dockyard base image: no services start inside image builds\nexit 101\n' \
         >"$root/usr/sbin/policy-rc.d"
     chmod 0755 "$root/usr/sbin/policy-rc.d"
