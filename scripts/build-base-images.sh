@@ -21,14 +21,16 @@
 #
 # Each image is built only when missing (or unlabelled). The Debian rootfs tarballs are
 # cached in $DOCKYARD_CACHE_DIR (default /var/cache/dockyard), so a rebuild after `docker
-# rmi` needs no debootstrap; build logs go to $DOCKYARD_CACHE_DIR/logs.
+# rmi` needs no debootstrap; build logs go to $DOCKYARD_CACHE_DIR/logs. A changed
+# Dockerfile or rootfs recipe takes effect only after `docker rmi` of the image (and, for
+# a Debian base, removing its tarball).
 #
-# Runtime images are stand-ins for official ones: when a registry is reachable they are
-# skipped (the product pulls what it needs) unless DOCKYARD_LOCAL_IMAGES=1;
-# DOCKYARD_LOCAL_IMAGES=0 skips them always. (The probe: DOCKYARD_REGISTRY_PROBE, default
-# https://registry-1.docker.io/v2/, which answers 401 to anyone who can pull.) busybox, debian:bookworm and python:3.11
-# (behind the python:3 alias) are always built. DOCKYARD_IMAGE_JOBS (default 3) builds
-# run at once.
+# Runtime images are stand-ins for official ones: when a registry is reachable
+# (DOCKYARD_REGISTRY_PROBE, default https://registry-1.docker.io/v2/, answers 401 or 200)
+# they are skipped, since the product pulls what it needs, unless DOCKYARD_LOCAL_IMAGES=1;
+# DOCKYARD_LOCAL_IMAGES=0 skips them always. busybox, debian:bookworm and python:3.11
+# (behind the python:3 alias) are always built. At most DOCKYARD_IMAGE_JOBS (default 3)
+# builds run at once.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -73,6 +73,20 @@ CONF
         >"$root/usr/sbin/policy-rc.d"
     chmod 0755 "$root/usr/sbin/policy-rc.d"
 
+    # debootstrap installs from the release suite only: add the point-release and security
+    # updates published since (as Debian's official images carry them).
+    info "$suite: apt-get dist-upgrade from $suite-updates and $suite-security"
+    cp -L /etc/resolv.conf "$root/etc/resolv.conf"
+    mount -t proc proc "$root/proc"
+    if ! chroot "$root" /usr/bin/env -i PATH="$STD_PATH" LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+            /bin/sh -c 'apt-get update -qq && apt-get dist-upgrade -y -qq --no-install-recommends \
+                        && apt-get clean' >>"$dblog" 2>&1 </dev/null; then
+        tail -n 20 "$dblog" >&2
+        die "$suite: apt-get dist-upgrade failed in the new rootfs; see $dblog"
+    fi
+    umount "$root/proc"
+    info "$suite: $(grep -c '^Setting up' "$dblog" || true) packages upgraded"
+
     # Trim what debootstrap already unpacked the same way; Docker provides
     # hostname/hosts/resolv.conf at run time.
     find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias \
@@ -89,6 +103,7 @@ CONF
     # fails when it cannot place its man page link there.
     mkdir -p "$root"/usr/share/man/man{1..8}
     : >"$root/etc/hostname"
+    : >"$root/etc/resolv.conf"
 
     [ -s "$root/etc/ssl/certs/ca-certificates.crt" ] || die "$suite: rootfs has no CA bundle"
     chroot "$root" /bin/sh -c 'apt-get --version >/dev/null && dpkg -s ca-certificates >/dev/null' \

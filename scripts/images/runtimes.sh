@@ -10,9 +10,9 @@
 # Longest builds first: they start first when jobs run in parallel.
 #           runtime tag   suite
 # shellcheck disable=SC2034  # used by scripts/build-base-images.sh
-RUNTIMES=("java    17    bookworm"
-          "node    18    bookworm"
+RUNTIMES=("node    18    bookworm"
           "node    20    trixie"
+          "java    17    bookworm"
           "go      1.19  bookworm"
           "go      1.24  trixie"
           "php     8.2   bookworm"
