@@ -48,6 +48,8 @@ PYTHON_IMAGE=dockyard-base/python:3.11
 PYTHON_ALIASES=(dockyard-base/python:3 dockyard-base/python:latest)
 MAX_JOBS=${DOCKYARD_IMAGE_JOBS:-3}
 case $MAX_JOBS in '' | *[!0-9]* | 0) die "DOCKYARD_IMAGE_JOBS must be a positive number, not '$MAX_JOBS'" ;; esac
+LOCAL_IMAGES=${DOCKYARD_LOCAL_IMAGES:-}
+case $LOCAL_IMAGES in 0 | 1 | "") ;; *) die "DOCKYARD_LOCAL_IMAGES must be 1, 0 or unset, not '$LOCAL_IMAGES'" ;; esac
 
 # Jobs: NAME -> what it builds, what it waits for. Each runs in the background with its
 # output in $LOG_DIR/NAME.log; at most MAX_JOBS at once.
@@ -69,8 +71,8 @@ cleanup() {
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf --one-file-system "$WORK"; fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'warn "interrupted"; exit 130' INT
+trap 'warn "terminated"; exit 143' TERM
 
 mkdir -p "$CACHE_DIR" "$LOG_DIR"
 WORK=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
@@ -97,8 +99,7 @@ REGISTRY_PROBE=${DOCKYARD_REGISTRY_PROBE:-https://registry-1.docker.io/v2/}
 registry_status() {
     curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$REGISTRY_PROBE" 2>/dev/null || true
 }
-local_images=${DOCKYARD_LOCAL_IMAGES:-}
-case $local_images in
+case $LOCAL_IMAGES in
     1) say "Runtime images: building them (DOCKYARD_LOCAL_IMAGES=1)"; want_runtimes=1 ;;
     0) say "Runtime images: skipped (DOCKYARD_LOCAL_IMAGES=0)"; want_runtimes=0 ;;
     "")
@@ -112,7 +113,6 @@ case $local_images in
             want_runtimes=1
         fi
         ;;
-    *) die "DOCKYARD_LOCAL_IMAGES must be 1, 0 or unset, not '$local_images'" ;;
 esac
 if [ "$want_runtimes" = 0 ]; then
     info "still built: dockyard-base/debian:bookworm and $PYTHON_IMAGE (behind ${PYTHON_ALIASES[*]})"

@@ -44,7 +44,7 @@ build_runtime() {
     have_image "$base" || die "$image: base image $base is missing"
     iidfile="$WORK/$runtime-$tag.iid"
     echo "== docker build $image from $base"
-    DOCKER_BUILDKIT=0 docker build --iidfile "$iidfile" \
+    DOCKER_BUILDKIT=0 docker build --force-rm --iidfile "$iidfile" \
         --build-arg "BASE=$base" --build-arg "SUITE=$suite" \
         -f "$IMAGES_DIR/Dockerfile.$runtime" "$IMAGES_DIR" </dev/null
     id=$(cat "$iidfile")
