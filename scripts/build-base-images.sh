@@ -1,205 +1,219 @@
 #!/usr/bin/env bash
-# Build Dockyard's local base images with `docker import` (no registry, no pull).
+# shellcheck source-path=SCRIPTDIR
+# Build Dockyard's local base images (no registry, no pull): `docker import` of a rootfs,
+# or `docker build` FROM one of those.
 #
-#   dockyard-base/busybox:latest   busybox-static + applet symlinks (has httpd)
-#   dockyard-base/python:3         debootstrap minbase + python3 + ca-certificates
-#   dockyard-base/python:latest    alias of dockyard-base/python:3
+#   dockyard-base/busybox:latest     busybox-static + applet symlinks (has httpd)   static
+#   dockyard-base/debian:bookworm    debootstrap minbase + ca-certificates          procfile
+#   dockyard-base/debian:trixie      (the same, Debian 13)                          procfile
+#   dockyard-base/python:3.11        bookworm + python3 python3-venv python3-pip    python
+#   dockyard-base/python:3.13        trixie, the same packages                      python
+#   dockyard-base/node:18 / :20      bookworm / trixie + nodejs npm                 node
+#   dockyard-base/go:1.19 / :1.24    bookworm / trixie + golang-go                  go
+#   dockyard-base/ruby:3.1           bookworm + ruby bundler                        ruby
+#   dockyard-base/php:8.2            bookworm + php-cli php-curl php-zip composer   php
+#   dockyard-base/java:17            bookworm + openjdk-17-jdk-headless maven       java
+#   dockyard-base/python:3, :latest  aliases of dockyard-base/python:3.11
 #
-# Each image is built only when missing. The python rootfs tarball is cached in
-# $DOCKYARD_CACHE_DIR so a rebuild after `docker rmi` needs no debootstrap.
+# Every image carries dockyard.runtime (last column), dockyard.runtime.version (what the
+# runtime itself reports; the Debian version for procfile, busybox's for static) and
+# dockyard.runtime.suite. Dockerfiles and helpers are in scripts/images/.
+#
+# Each image is built only when missing (or unlabelled). The Debian rootfs tarballs are
+# cached in $DOCKYARD_CACHE_DIR (default /var/cache/dockyard), so a rebuild after `docker
+# rmi` needs no debootstrap; build logs go to $DOCKYARD_CACHE_DIR/logs. A changed
+# Dockerfile or rootfs recipe takes effect only after `docker rmi` of the image (and, for
+# a Debian base, removing its tarball).
+#
+# Runtime images are stand-ins for official ones: when a registry is reachable
+# (DOCKYARD_REGISTRY_PROBE, default https://registry-1.docker.io/v2/, answers 401 or 200)
+# they are skipped, since the product pulls what it needs, unless DOCKYARD_LOCAL_IMAGES=1;
+# DOCKYARD_LOCAL_IMAGES=0 skips them always. busybox, debian:bookworm and python:3.11
+# (behind the python:3 alias) are always built. At most DOCKYARD_IMAGE_JOBS (default 3)
+# builds run at once.
 set -euo pipefail
 
-CACHE_DIR=${DOCKYARD_CACHE_DIR:-/var/cache/dockyard}
-BUSYBOX_BIN=${DOCKYARD_BUSYBOX:-/bin/busybox}
-PYTHON_INCLUDE=${DOCKYARD_PYTHON_INCLUDE:-python3,ca-certificates}
-STD_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=images/lib.sh
+. "$ROOT/scripts/images/lib.sh"
+# shellcheck source=images/busybox.sh
+. "$ROOT/scripts/images/busybox.sh"
+# shellcheck source=images/debian.sh
+. "$ROOT/scripts/images/debian.sh"
+# shellcheck source=images/runtimes.sh
+. "$ROOT/scripts/images/runtimes.sh"
 
 BUSYBOX_IMAGE=dockyard-base/busybox:latest
-PYTHON_IMAGE=dockyard-base/python:3
-PYTHON_ALIASES=(dockyard-base/python:latest)
+PYTHON_IMAGE=dockyard-base/python:3.11
+PYTHON_ALIASES=(dockyard-base/python:3 dockyard-base/python:latest)
+MAX_JOBS=${DOCKYARD_IMAGE_JOBS:-3}
+case $MAX_JOBS in '' | *[!0-9]* | 0) die "DOCKYARD_IMAGE_JOBS must be a positive number, not '$MAX_JOBS'" ;; esac
+LOCAL_IMAGES=${DOCKYARD_LOCAL_IMAGES:-}
+case $LOCAL_IMAGES in 0 | 1 | "") ;; *) die "DOCKYARD_LOCAL_IMAGES must be 1, 0 or unset, not '$LOCAL_IMAGES'" ;; esac
 
-say() { echo "-----> $*"; }
-info() { echo "       $*"; }
-die() { echo " !     $*" >&2; exit 1; }
-
-have_image() { docker image inspect "$1" >/dev/null 2>&1; }
-image_size() { docker image inspect -f '{{.Size}}' "$1" | awk '{printf "%.1f MB", $1/1000/1000}'; }
+# Jobs: NAME -> what it builds, what it waits for. Each runs in the background with its
+# output in $LOG_DIR/NAME.log; at most MAX_JOBS at once.
+declare -A JOB_IMAGE=() JOB_DEPS=() JOB_CMD_ARGS=() JOB_STATE=() JOB_START=() PID_JOB=()
+JOBS=()
 
 WORK=""
-cleanup() { if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf "$WORK"; fi; }
-trap cleanup EXIT
-
-mkdir -p "$CACHE_DIR"
-WORK=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
-
-# ---------------------------------------------------------------- busybox ---
-build_busybox() {
-    [ -x "$BUSYBOX_BIN" ] || die "$BUSYBOX_BIN not found (install busybox-static)"
-    # A dynamically linked busybox would not run in an empty rootfs.
-    if command -v file >/dev/null 2>&1 && ! file -L "$BUSYBOX_BIN" | grep -q 'statically linked'; then
-        die "$BUSYBOX_BIN is not statically linked (install busybox-static)"
-    fi
-    "$BUSYBOX_BIN" --list | grep -qx httpd || die "$BUSYBOX_BIN has no httpd applet"
-
-    local root="$WORK/busybox"
-    mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,root,home,proc,sys,dev,var/www,var/log}
-    install -d -m 1777 "$root/tmp"
-    install -m 0755 "$BUSYBOX_BIN" "$root/bin/busybox"
-
-    # `--list-full` gives each applet's conventional place (usr/bin/env for
-    # `#!/usr/bin/env` scripts, bin/sh, sbin/...); fall back to bin/ for all.
-    local applets
-    if applets=$("$BUSYBOX_BIN" --list-full 2>/dev/null) && [ -n "$applets" ]; then :; else
-        applets=$("$BUSYBOX_BIN" --list | sed 's|^|bin/|')
-    fi
-    local path n=0
-    while IFS= read -r path; do
-        [ -n "$path" ] || continue
-        [ "$(basename "$path")" = busybox ] && continue
-        mkdir -p "$root/$(dirname "$path")"
-        [ -e "$root/$path" ] || [ -L "$root/$path" ] || { ln -s /bin/busybox "$root/$path"; n=$((n + 1)); }
-    done <<<"$applets"
-    [ -L "$root/bin/sh" ] || ln -s /bin/busybox "$root/bin/sh"
-    [ -L "$root/bin/httpd" ] || [ -L "$root/usr/sbin/httpd" ] || [ -L "$root/sbin/httpd" ] \
-        || ln -s /bin/busybox "$root/bin/httpd"
-
-    cat >"$root/etc/passwd" <<'EOF'
-root:x:0:0:root:/root:/bin/sh
-daemon:x:1:1:daemon:/usr/sbin:/bin/false
-www-data:x:33:33:www-data:/var/www:/bin/false
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-EOF
-    cat >"$root/etc/group" <<'EOF'
-root:x:0:
-daemon:x:1:
-www-data:x:33:
-nogroup:x:65534:
-EOF
-    chmod 0700 "$root/root"
-    info "$n applet links"
-
-    tar --numeric-owner --owner=0 --group=0 -C "$root" -c . \
-        | docker import \
-            --change 'CMD ["/bin/sh"]' \
-            --change "ENV PATH=$STD_PATH" \
-            --message "dockyard busybox base ($("$BUSYBOX_BIN" 2>&1 | head -n1 | awk '{print $2}'))" \
-            - "$BUSYBOX_IMAGE" >/dev/null
-}
-
-# ----------------------------------------------------------------- python ---
-# The Debian mirror this machine already uses, from apt's own configuration
-# (deb822 *.sources first, then one-line sources.list files). Prints the URI of
-# the first enabled "deb" source that carries the release suite itself.
-debian_mirror() {
-    local suite=$1 f
-    shopt -s nullglob
-    for f in /etc/apt/sources.list.d/*.sources; do
-        awk -v suite="$suite" '
-            function flush() {
-                if (types ~ /(^| )deb( |$)/ && suites ~ ("(^| )" suite "( |$)") && enabled != "no" && uri != "")
-                    { print uri; found = 1; exit }
-                types = ""; suites = ""; uri = ""; enabled = ""
-            }
-            /^[ \t]*#/ { next }
-            /^[ \t]*$/ { flush(); next }
-            tolower($1) == "types:"   { $1 = ""; types = $0 }
-            tolower($1) == "suites:"  { $1 = ""; suites = $0 }
-            tolower($1) == "uris:"    { uri = $2 }
-            tolower($1) == "enabled:" { enabled = tolower($2) }
-            END { if (!found) flush() }
-        ' "$f" | head -n1
-    done
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        # deb [opts] URI SUITE COMPONENTS...
-        sed -e 's/#.*//' -e 's/\[[^]]*\]//' "$f" \
-            | awk -v suite="$suite" '$1 == "deb" && $3 == suite { print $2; exit }'
-    done
-    shopt -u nullglob
-}
-
-build_python() {
-    local suite tarball
-    # shellcheck disable=SC1091
-    suite=$(. /etc/os-release 2>/dev/null && echo "${VERSION_CODENAME:-}")
-    suite=${suite:-bookworm}
-    tarball="$CACHE_DIR/python3-$suite-minbase.tar"
-
-    if [ -s "$tarball" ]; then
-        info "using cached rootfs $tarball"
-    else
-        command -v debootstrap >/dev/null 2>&1 || die "debootstrap not found (install debootstrap)"
-        local mirror
-        mirror=$(debian_mirror "$suite" | head -n1)
-        [ -n "$mirror" ] || die "no Debian mirror for '$suite' found in /etc/apt/sources.list{,.d/*}"
-        info "debootstrap $suite from $mirror (include: $PYTHON_INCLUDE)"
-        local root="$WORK/python"
-        local dblog="$CACHE_DIR/debootstrap-python.log"
-        if ! debootstrap --variant=minbase --include="$PYTHON_INCLUDE" \
-                "$suite" "$root" "$mirror" >"$dblog" 2>&1; then
-            tail -n 20 "$dblog" >&2
-            [ -f "$root/debootstrap/debootstrap.log" ] && tail -n 20 "$root/debootstrap/debootstrap.log" >&2
-            die "debootstrap failed; see $dblog"
+cleanup() {
+    local pid
+    # Interrupted: stop the builds still running (and what they started) before their
+    # work directory goes.
+    for pid in "${!PID_JOB[@]}"; do
+        if kill -0 "$pid" 2>/dev/null; then
+            pkill -TERM -P "$pid" 2>/dev/null || true
+            kill -TERM "$pid" 2>/dev/null || true
         fi
-        # debootstrap may leave its chroot mounts behind on some hosts.
-        local m
-        for m in proc sys dev/pts dev; do
-            if mountpoint -q "$root/$m" 2>/dev/null; then umount -l "$root/$m" || true; fi
-        done
-        # Keep it small (as debian:*-slim does): apt caches and lists, logs,
-        # docs, message translations. Docker provides hostname/hosts/resolv.conf
-        # at run time.
-        find "$root/usr/share/locale" -mindepth 1 -maxdepth 1 ! -name locale.alias \
-            -exec rm -rf {} + 2>/dev/null || true
-        rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/archives/partial/* \
-               "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* \
-               "$root"/var/cache/debconf/*-old "$root"/var/lib/dpkg/*-old \
-               "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
-               "$root"/usr/share/lintian/* \
-               "$root"/var/log/*.log "$root"/var/log/apt/* \
-               "$root"/tmp/* "$root"/var/tmp/* "$root"/root/.cache
-        : >"$root/etc/hostname"
-        chroot "$root" python3 -c 'import ssl, sys; print(sys.version.split()[0])' >/dev/null \
-            || die "python3 does not run in the new rootfs"
-        tar --numeric-owner -C "$root" -cf "$tarball.tmp" .
-        mv -f "$tarball.tmp" "$tarball"
-        rm -rf "$root"
-        info "cached rootfs $tarball ($(du -h "$tarball" | cut -f1))"
-    fi
-
-    docker import \
-        --change 'CMD ["python3"]' \
-        --change "ENV PATH=$STD_PATH" \
-        --change 'ENV LANG=C.UTF-8' \
-        --message "dockyard python base (debian $suite minbase + $PYTHON_INCLUDE)" \
-        "$tarball" "$PYTHON_IMAGE" >/dev/null
+    done
+    wait 2>/dev/null || true
+    if [ -n "$WORK" ] && [ -d "$WORK" ]; then rm -rf --one-file-system "$WORK"; fi
 }
+trap cleanup EXIT
+trap 'warn "interrupted"; exit 130' INT
+trap 'warn "terminated"; exit 143' TERM
 
-# ------------------------------------------------------------------- main ---
+mkdir -p "$CACHE_DIR" "$LOG_DIR"
+WORK=$(mktemp -d "$CACHE_DIR/build.XXXXXX")
+started=$(now)
+
 timeout 15 docker info >/dev/null 2>&1 || die "the Docker engine does not answer (scripts/start-dockerd.sh)"
 
-if have_image "$BUSYBOX_IMAGE"; then
+# ---------------------------------------------------------------- busybox ---
+if image_complete "$BUSYBOX_IMAGE"; then
     say "$BUSYBOX_IMAGE present"
 else
     say "Building $BUSYBOX_IMAGE from $BUSYBOX_BIN"
-    build_busybox
+    build_busybox "$BUSYBOX_IMAGE"
 fi
 docker run --rm --network none "$BUSYBOX_IMAGE" busybox true \
     || die "$BUSYBOX_IMAGE does not run"
 docker run --rm --network none "$BUSYBOX_IMAGE" sh -c 'command -v httpd >/dev/null' \
     || die "$BUSYBOX_IMAGE has no httpd"
-info "$BUSYBOX_IMAGE ok ($(image_size "$BUSYBOX_IMAGE"))"
+info "$BUSYBOX_IMAGE ok ($(image_size "$BUSYBOX_IMAGE"), busybox $(image_label "$BUSYBOX_IMAGE" dockyard.runtime.version))"
 
-if have_image "$PYTHON_IMAGE"; then
-    say "$PYTHON_IMAGE present"
-else
-    say "Building $PYTHON_IMAGE"
-    build_python
+# ------------------------------------------------------- runtime images ---
+# Stand-ins for official images, for machines that cannot pull (this kind of CI box).
+REGISTRY_PROBE=${DOCKYARD_REGISTRY_PROBE:-https://registry-1.docker.io/v2/}
+registry_status() {
+    curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$REGISTRY_PROBE" 2>/dev/null || true
+}
+case $LOCAL_IMAGES in
+    1) say "Runtime images: building them (DOCKYARD_LOCAL_IMAGES=1)"; want_runtimes=1 ;;
+    0) say "Runtime images: skipped (DOCKYARD_LOCAL_IMAGES=0)"; want_runtimes=0 ;;
+    "")
+        code=$(registry_status)
+        if [ "$code" = 401 ] || [ "$code" = 200 ]; then
+            say "Runtime images: skipped, a registry is reachable ($REGISTRY_PROBE answered $code)"
+            info "official images are pulled when needed; DOCKYARD_LOCAL_IMAGES=1 builds local ones"
+            want_runtimes=0
+        else
+            say "Runtime images: no registry reachable ($REGISTRY_PROBE: ${code:-000}), building local ones"
+            want_runtimes=1
+        fi
+        ;;
+esac
+if [ "$want_runtimes" = 0 ]; then
+    info "still built: dockyard-base/debian:bookworm and $PYTHON_IMAGE (behind ${PYTHON_ALIASES[*]})"
 fi
-for alias in "${PYTHON_ALIASES[@]}"; do
-    [ "$(docker image inspect -f '{{.Id}}' "$alias" 2>/dev/null)" = \
-      "$(docker image inspect -f '{{.Id}}' "$PYTHON_IMAGE")" ] || docker tag "$PYTHON_IMAGE" "$alias"
+
+add_job() {  # add_job NAME IMAGE DEPS FUNCTION ARGS...
+    local name=$1 image=$2 deps=$3
+    shift 3
+    JOBS+=("$name")
+    JOB_IMAGE[$name]=$image
+    JOB_DEPS[$name]=$deps
+    JOB_CMD_ARGS[$name]=$(printf '%q ' "$@")
+    if image_complete "$image"; then JOB_STATE[$name]=present; else JOB_STATE[$name]=pending; fi
+}
+
+base_job() {  # base_job SUITE IMAGE
+    build_debian_rootfs "$1"
+    echo "== docker import $2"
+    import_debian_base "$1" "$2"
+}
+
+suites=(bookworm)
+[ "$want_runtimes" = 1 ] && suites+=(trixie)
+for suite in "${suites[@]}"; do
+    add_job "debian-$suite" "dockyard-base/debian:$suite" "" base_job "$suite" "dockyard-base/debian:$suite"
 done
-out=$(docker run --rm --network none "$PYTHON_IMAGE" python3 -c 'print(1)') || die "$PYTHON_IMAGE does not run"
-[ "$out" = 1 ] || die "$PYTHON_IMAGE: python3 printed '$out', expected 1"
-info "$PYTHON_IMAGE ok ($(image_size "$PYTHON_IMAGE"), also ${PYTHON_ALIASES[*]})"
+for entry in "${RUNTIMES[@]}"; do
+    read -r runtime tag suite <<<"$entry"
+    image="dockyard-base/$runtime:$tag"
+    [ "$want_runtimes" = 1 ] || [ "$image" = "$PYTHON_IMAGE" ] || continue
+    add_job "$runtime-$tag" "$image" "debian-$suite" build_runtime "$runtime" "$tag" "$suite"
+done
+
+start_job() {
+    local name=$1
+    say "Building ${JOB_IMAGE[$name]} (log: $LOG_DIR/$name.log)"
+    JOB_START[$name]=$(now)
+    # shellcheck disable=SC2086  # JOB_CMD_ARGS holds words quoted with printf %q
+    (eval "set -- ${JOB_CMD_ARGS[$name]}"; "$@") >"$LOG_DIR/$name.log" 2>&1 </dev/null &
+    PID_JOB[$!]=$name
+    JOB_STATE[$name]=running
+}
+
+failed=()
+running=0
+for name in "${JOBS[@]}"; do
+    [ "${JOB_STATE[$name]}" = present ] && say "${JOB_IMAGE[$name]} present"
+done
+while :; do
+    # Start what can start; a job whose dependency failed fails too.
+    for name in "${JOBS[@]}"; do
+        [ "${JOB_STATE[$name]}" = pending ] || continue
+        ready=1
+        for dep in ${JOB_DEPS[$name]}; do
+            case ${JOB_STATE[$dep]} in
+                present | done) ;;
+                failed) JOB_STATE[$name]=failed; failed+=("${JOB_IMAGE[$name]} (needs ${JOB_IMAGE[$dep]})"); ready=0 ;;
+                *) ready=0 ;;
+            esac
+        done
+        if [ "$ready" = 1 ] && [ "$running" -lt "$MAX_JOBS" ]; then
+            start_job "$name"
+            running=$((running + 1))
+        fi
+    done
+    [ "$running" -gt 0 ] || break
+    pid=""
+    if wait -n -p pid; then rc=0; else rc=$?; fi
+    [ -n "$pid" ] || continue
+    name=${PID_JOB[$pid]}
+    unset "PID_JOB[$pid]"
+    running=$((running - 1))
+    image=${JOB_IMAGE[$name]}
+    if [ "$rc" = 0 ] && image_complete "$image"; then
+        JOB_STATE[$name]="done"
+        info "$image built in $(elapsed "${JOB_START[$name]}") ($(image_size "$image"), $(image_label "$image" dockyard.runtime) $(image_label "$image" dockyard.runtime.version))"
+    else
+        JOB_STATE[$name]=failed
+        failed+=("$image")
+        warn "$image failed after $(elapsed "${JOB_START[$name]}") (exit $rc); end of $LOG_DIR/$name.log:"
+        tail -n 15 "$LOG_DIR/$name.log" | sed 's/^/       /' >&2
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    die "not built: ${failed[*]}"
+fi
+
+# -------------------------------------------------------------- python:3 ---
+for alias in "${PYTHON_ALIASES[@]}"; do
+    [ "$(image_id "$alias")" = "$(image_id "$PYTHON_IMAGE")" ] || docker tag "$PYTHON_IMAGE" "$alias"
+done
+out=$(docker run --rm --network none "${PYTHON_ALIASES[0]}" python3 -c 'print(1)') \
+    || die "${PYTHON_ALIASES[0]} does not run"
+[ "$out" = 1 ] || die "${PYTHON_ALIASES[0]}: python3 printed '$out', expected 1"
+info "${PYTHON_ALIASES[*]} -> $PYTHON_IMAGE ok"
+
+say "Base images ready in $(elapsed "$started")"
+for name in "${JOBS[@]}"; do
+    image=${JOB_IMAGE[$name]}
+    printf '       %-30s %9s  %-8s %-10s %s\n' "$image" "$(image_size "$image")" \
+        "$(image_label "$image" dockyard.runtime)" "$(image_label "$image" dockyard.runtime.version)" \
+        "$(image_label "$image" dockyard.runtime.suite)"
+done
