@@ -89,7 +89,7 @@ def _app_for_push(ctx: Context, name: str) -> App:
                 f"(apps:set --global disable-autocreation). Create it first: apps:create {name}"
             )
         try:
-            services.apps.create(name, owner=ctx.identity.name)
+            services.create_app(name, owner=ctx.identity.name)
             ctx.event("apps:create", name, "created by git push")
         except Conflict:
             pass  # a concurrent push created it first; ctx.app checks who owns it
