@@ -10,6 +10,7 @@ from builder import commands, housekeeping  # noqa: F401
 from builder.build import BuiltImage, image_repo
 from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
+from builder.build import remove_app_images as _remove_app_images
 from builder.errors import BuildFailed
 from builder.manifest import parse_app_json, parse_procfile
 from builder.properties import KEEP_RELEASES
@@ -27,6 +28,7 @@ __all__ = [
     "parse_app_json",
     "parse_procfile",
     "prune_images",
+    "remove_images",
 ]
 
 
@@ -52,6 +54,11 @@ def build_image(
 def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
     """Remove `dockyard/APP:*` images whose tag is not in `keep`; returns the removed tags."""
     return _prune_images(services, app, keep)
+
+
+def remove_images(services: Services, app: str) -> None:
+    """Remove every `dockyard/APP:*` image of this Dockyard (the app is being destroyed)."""
+    _remove_app_images(app, str(services.settings.data_dir))
 
 
 def keep_releases(services: Services, app: App) -> int:

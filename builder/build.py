@@ -369,7 +369,9 @@ def remove_app_images(app: str, home: str) -> None:
     api = engine.api()
     for tag, _image_id in image_tags(app, home):
         try:
-            api.remove_image(tag, force=True)
+            # Not forced: a tag forced off an image a container still uses would leave it
+            # behind untagged, where no later clean-up finds it by name.
+            api.remove_image(tag)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:
