@@ -194,7 +194,7 @@ def test_app_json_formation_cron_and_procfile_commands(srv: DockyardServer, tmp_
     files = {
         "requirements.txt": "",
         "Procfile": (
-            "worker: python3 -c 'import time\nwhile True: time.sleep(1)'\n"
+            "worker: sh -c 'while true; do sleep 1; done'\n"
             "console: python3 -c 'import sys; print(\"console\", *sys.argv[1:])'\n"
         ),
         "app.json": (
