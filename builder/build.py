@@ -7,6 +7,7 @@ shows a failed build as far as it got.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -165,7 +166,11 @@ class _BuildJob:
         if own_dockerfile is not None:
             refs = image_references(own_dockerfile.decode("utf-8", "replace"), self.build_args)
             self.check_images(refs)
-        ctx = make_context(self.source, self.plan, self.services.settings.builds_dir / ".tmp")
+        labels = " ".join(f"{k}={json.dumps(v)}" for k, v in self.labels().items())
+        ctx = make_context(
+            self.source, self.plan, self.services.settings.builds_dir / ".tmp",
+            last_line=f"LABEL {labels}",
+        )  # fmt: skip
         try:
             plan = ctx.plan
             what = f"{self.app.name} from {plan.title}"
@@ -175,9 +180,7 @@ class _BuildJob:
             for runtime in plan.runtimes:
                 self.ensure(runtime)
             build = EngineBuild(self.output)
-            image_id = build.run(
-                ctx.fileobj, ctx.dockerfile, tag, self.build_args, self.labels()
-            )
+            image_id = build.run(ctx.fileobj, ctx.dockerfile, tag, self.build_args)
         finally:
             ctx.close()
         self.check_used(build.from_ids, image_id)
@@ -247,11 +250,12 @@ class EngineBuild:
     from_ids: list[str] = field(default_factory=list)
     _after_from: bool = False
 
-    def run(self, context: BinaryIO, dockerfile: str | None, tag: str,
-            build_args: dict[str, str], labels: dict[str, str]) -> str:  # fmt: skip
+    def run(
+        self, context: BinaryIO, dockerfile: str | None, tag: str, build_args: dict[str, str]
+    ) -> str:
         stream = engine.api().build(
             fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
-            buildargs=build_args or None, labels=labels, decode=True, rm=True, forcerm=True,
+            buildargs=build_args or None, decode=True, rm=True, forcerm=True,
             pull=False, network_mode=engine.build_network(),
         )  # fmt: skip
         try:

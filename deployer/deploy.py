@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import docker.errors
+import structlog
 from docker.models.containers import Container
 
 from deployer import containers as docker_ops
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from dockyard.services import Services
 
 LOG_LINES_ON_FAILURE = 20
+log = structlog.get_logger("dockyard.deployer")
 
 
 class DeployError(DockyardError):
@@ -313,9 +315,11 @@ class ReleaseDeployer:
         self.out.step(f"Deploying {self.app.name}...")
         wanted = [(t, n) for t, q in sorted(formation.items()) for n in range(1, q + 1)]
         old = docker_ops.app_containers(self.home, self.app.name)
+        started = time.monotonic()
         new = self.start_checked(
             release, wanted, lambda t, n: staged_name(self.app.name, t, n, release.version)
         )
+        checked = time.monotonic()
         try:
             urls = self.publish([c for c in new if docker_ops.instance_of(c)[0] == "web"])
         except DockyardError as exc:
@@ -330,6 +334,11 @@ class ReleaseDeployer:
             if release.revision:
                 self.services.config.set(self.app, {GIT_REV: release.revision})
         self.swap_names(old, new)
+        log.info(
+            "switched", app=self.app.name, release=release.name,
+            started_and_checked=round(checked - started, 3),
+            published=round(time.monotonic() - checked, 3),
+        )  # fmt: skip
         self.out.heading("Application deployed:")
         for url in urls:
             self.out.detail(url)
