@@ -31,7 +31,18 @@ def app_network_name(app: str) -> str:
 
 def ensure_app_network(home: str, app: str) -> str:
     """The app's network, created when missing; returns its name."""
-    name = app_network_name(app)
+    return ensure_network(home, app_network_name(app), {LABEL_APP: app})
+
+
+def remove_app_network(home: str, app: str) -> None:
+    """Remove the app's network (its containers are gone); a missing one is fine."""
+    remove_network(home, app_network_name(app))
+
+
+def ensure_network(home: str, name: str, labels: dict[str, str]) -> str:
+    """Network `name` of this Dockyard (a bridge labelled with `home` and `labels`), created
+    when missing; a leftover of another home is taken over only when no container uses it.
+    Every Docker network Dockyard makes (apps', services', users') is made here."""
     api = docker_ops.client().api
     try:
         found = api.inspect_network(name)
@@ -48,10 +59,7 @@ def ensure_app_network(home: str, app: str) -> str:
         api.remove_network(found["Id"])
     try:
         api.create_network(
-            name,
-            driver="bridge",
-            labels={LABEL_HOME: home, LABEL_APP: app},
-            check_duplicate=True,
+            name, driver="bridge", labels={**labels, LABEL_HOME: home}, check_duplicate=True
         )
     except docker.errors.APIError as exc:
         if exc.status_code != 409:  # a concurrent deploy made it first
@@ -59,15 +67,20 @@ def ensure_app_network(home: str, app: str) -> str:
     return name
 
 
-def remove_app_network(home: str, app: str) -> None:
-    """Remove the app's network (its containers are gone); a missing one is fine."""
+def remove_network(home: str, name: str) -> None:
+    """Remove this Dockyard's network `name`, disconnecting what is still on it."""
     api = docker_ops.client().api
     try:
-        found = api.inspect_network(app_network_name(app))
+        found = api.inspect_network(name)
     except docker.errors.NotFound:
         return
     if (found.get("Labels") or {}).get(LABEL_HOME) != home:
         return
+    for container_id in found.get("Containers") or {}:
+        try:  # e.g. an app linked with --no-restart and not redeployed since
+            api.disconnect_container_from_network(container_id, found["Id"], force=True)
+        except docker.errors.APIError:
+            pass
     try:
         api.remove_network(found["Id"])
     except docker.errors.NotFound:

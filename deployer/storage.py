@@ -333,10 +333,7 @@ def report(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("app", metavar="APP", nargs="?")
     parser.add_format()
     args = parser.parse_args(argv)
-    apps = ctx.services.apps
-    targets = [ctx.app(args.app)] if args.app else [
-        a for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))
-    ]  # fmt: skip
+    targets = ctx.apps_named_or_visible(args.app)
     store = StorageStore(ctx.services)
     for app in targets:
         mounts = " ".join(f"-v {m.text}" for m in store.mounts(app))

@@ -10,7 +10,7 @@ from deployer.deploy import ReleaseDeployer
 from deployer.pipeline import deploy_source
 from deployer.releases import effective_formation
 from deployer.settings import PS
-from dockyard.access import Access, can_see
+from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
@@ -136,13 +136,10 @@ def ps_rebuild(ctx: Context, argv: list[str]) -> int:
             raise DockyardError(f"{app.name} has no pushed code to rebuild; git push first")
         return 0
     # --all: every app this key may manage that has pushed code (after a restore, say).
-    apps = ctx.services.apps
     failed = []
-    for app in apps.all():
+    for app in ctx.visible_apps():
         if ctx.cancelled.is_set():
             break  # the server is stopping: leave the rest for a later run
-        if not can_see(ctx.identity, app.owner, apps.grants(app)):
-            continue
         try:
             if not _rebuild(ctx, app):
                 ctx.out.step(f"Skipping {app.name}: nothing pushed yet")

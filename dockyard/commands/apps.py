@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
-from dockyard.access import Access, can_see
+from dockyard.access import Access
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.locks import app_lock
@@ -39,8 +39,7 @@ def list_(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:list")
     parser.add_format()
     args = parser.parse_args(argv)
-    apps = ctx.services.apps
-    names = [a.name for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))]
+    names = [a.name for a in ctx.visible_apps()]
     if args.format == "json":
         ctx.out.json(names)
         return
