@@ -26,7 +26,13 @@ from deployer.containers import (
     retiring_name,
     staged_name,
 )
-from deployer.healthchecks import CheckFailed, checks_for, run_check, wait_running
+from deployer.healthchecks import (
+    CheckFailed,
+    checks_for,
+    container_failed,
+    run_check,
+    wait_running,
+)
 from deployer.networks import ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
@@ -211,7 +217,12 @@ class ReleaseDeployer:
             wait_running(container)
             return
         self.out.detail(f"Attempting pre-flight checks ({dyno})")
-        host = docker_ops.address_in(container, spec.networks[0])
+        try:
+            host = docker_ops.address_in(container, spec.networks[0])
+        except DockyardError:
+            # Between two restarts a crashing container has no address: say why it crashed.
+            time.sleep(0.5)
+            raise CheckFailed(container_failed(container) or "it has no address") from None
         for check in checks:
             run_check(container, check, host, spec.port)
         self.out.detail(f"All checks successful ({dyno})")
