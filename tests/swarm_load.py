@@ -36,7 +36,8 @@ class Tally:
         errors = ", ".join(f"{k}: {v}" for k, v in self.errors.most_common(4))
         return (
             f"sent={self.sent} failed={self.failed} ({dict(self.by_method)}) "
-            f"max-latency={self.max_latency * 1000:.0f}ms" + (f" errors: {errors}" if errors else "")
+            f"max-latency={self.max_latency * 1000:.0f}ms"
+            + (f" errors: {errors}" if errors else "")
         )
 
 
