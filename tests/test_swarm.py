@@ -30,7 +30,10 @@ from tests.swarm_load import Load
 APP = "shop"
 HOST = f"{APP}.localhost"
 # Failover: a node's dockerd is killed; the app must answer again within this many seconds.
-FAILOVER_BOUND = 45.0
+# Measured here: 16-17 s with Docker's default 5 s heartbeat (the node is marked down after
+# ~12.5 s, its task rescheduled, started and healthy ~4 s later); the bound leaves room for
+# a loaded machine.
+FAILOVER_BOUND = 30.0
 
 
 # ---------------------------------------------------------------- unit
@@ -278,17 +281,19 @@ def test_node_failure_is_survived_within_the_bound(env: SwarmEnv) -> None:
     assert body(env) == "v1"
     killed = time.monotonic()
     env.cluster.kill_engine(victim)
-    first_failure = None
+    first_failure: float | None = None
+    back = float("inf")
     while time.monotonic() - killed < FAILOVER_BOUND + 30:
-        answer = body(env)
-        if answer != "v1" and first_failure is None:
-            first_failure = time.monotonic()
-        if answer == "v1" and first_failure is not None:
+        answered = body(env) == "v1"
+        now = time.monotonic() - killed
+        if not answered and first_failure is None:
+            first_failure = now
+        if answered and first_failure is not None:
+            back = now
             break
         time.sleep(0.1)
-    back = time.monotonic() - killed
-    outage = back - (first_failure or killed)
-    print(f"failover: node {victim.name} killed; answered again after {back:.1f} s "
-          f"(unanswered for {outage:.1f} s)")  # fmt: skip
+    print(f"failover: node {victim.name} killed; unanswered from {first_failure or 0:.1f} s, "
+          f"answered again at {back:.1f} s (bound {FAILOVER_BOUND:.0f} s)")  # fmt: skip
+    assert first_failure is not None, "the killed node's task kept answering: nothing failed"
     assert body(env) == "v1"
     assert back < FAILOVER_BOUND, f"app answered again only after {back:.1f} s"
