@@ -6,7 +6,7 @@ digest), then creates or updates one service per process type: replicas from the
 config as environment, the app's limits and mounts, a health check from app.json,
 `--update-order start-first`, `--update-failure-action rollback`, placement constraints from
 `scheduler:set APP constraint …`, endpoint mode dnsrr on the app's attachable overlay network
-`dockyard.swarm.APP`. Traffic reaches the web tasks through the edge proxy (`edge.py`).
+`APP_swarm`. Traffic reaches the web tasks through the edge proxy (`edge.py`).
 
 Invariants:
 - A new task takes traffic only once healthy: Swarm adds a task to the service's DNS records
@@ -58,7 +58,9 @@ from dockyard.pipeline import extra_networks
 if TYPE_CHECKING:
     from dockyard.services import Services
 
-NETWORK_PREFIX = "dockyard.swarm."
+# Swarm names must be DNS name components; app names have no `_`, so neither a user network
+# (app-style names) nor another app's can be called this.
+NETWORK_SUFFIX = "_swarm"
 SECOND = 1_000_000_000
 UPDATE_MONITOR = 3 * SECOND
 # How long a deploy waits for every service to converge, beyond the checks' own time.
@@ -79,7 +81,7 @@ class ConvergeFailed(Exception):
 
 
 def network_name(app: str) -> str:
-    return f"{NETWORK_PREFIX}{app}"
+    return f"{app}{NETWORK_SUFFIX}"
 
 
 def service_name(app: str, process_type: str) -> str:
@@ -429,8 +431,8 @@ class SwarmScheduler:
         updated: dict[str, dict] = {}
         order = sorted(formation, key=lambda t: (t != "web", t))
         deadline = time.monotonic() + CONVERGE_TIMEOUT
+        waits: list[tuple[str, int, dict]] = []
         try:
-            waits = []
             for process_type in order:
                 replicas = formation[process_type]
                 svc = existing.get(process_type)
@@ -450,7 +452,7 @@ class SwarmScheduler:
                 self._wait(service_id, release.version, replicas, before, deadline)
         except (ConvergeFailed, docker.errors.APIError) as exc:
             reason = str(exc) if isinstance(exc, ConvergeFailed) else _explain(exc)
-            logs = self._failure_logs([w[0] for w in waits] if "waits" in locals() else [])
+            logs = self._failure_logs([w[0] for w in waits])
             self._undo(created, updated, headers)
             message = [f"Deploy of {self.app.name} failed: {reason}"]
             if logs:
@@ -814,10 +816,8 @@ def forget_app(services: Services, name: str) -> None:
         _remove_service(svc["ID"])
     edge = Edge(services)
     edge.set_route(name, None)
-    if not found and edge.container() is None:
-        return
     edge.detach(network_name(name))
-    _remove_network(home, network_name(name))
+    _remove_network(home, network_name(name), timeout=15.0 if found else 0.0)
 
 
 def _remove_network(home: str, name: str, timeout: float = 15.0) -> None:
