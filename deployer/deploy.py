@@ -221,8 +221,10 @@ class ReleaseDeployer:
         self.out.detail(f"Attempting pre-flight checks ({dyno})")
         try:
             host = docker_ops.address_in(container, spec.networks[0])
-        except DockyardError:  # no address: it stopped before the first check
-            raise CheckFailed(container_failed(container) or "container has no address") from None
+        except DockyardError:
+            # Between two restarts a crashing container has no address: say why it crashed.
+            time.sleep(0.5)
+            raise CheckFailed(container_failed(container) or "it has no address") from None
         for check in checks:
             run_check(container, check, host, spec.port)
         self.out.detail(f"All checks successful ({dyno})")

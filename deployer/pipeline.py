@@ -16,7 +16,7 @@ import docker.errors
 import requests
 
 import builder
-from deployer.deploy import ReleaseDeployer
+from deployer import schedulers
 from deployer.releases import NO_RELEASE, Release, ReleaseStore, effective_formation
 from dockyard.apps import App
 from dockyard.errors import DockyardError
@@ -100,7 +100,7 @@ def _release_and_switch(
     release.formation = effective_formation(releases.formation(app), release)
     releases.add(app, release)
     try:
-        ReleaseDeployer(services, app, out).deploy(release, announce=announce)
+        schedulers.deploy(services, app, out, release, announce=announce)
     except BaseException:
         if releases.current_version(app) != release.version:
             releases.mark_failed(app, release)  # a release that already serves stays good

@@ -17,6 +17,9 @@ LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # nginx's size syntax: a number with an optional k/m/g unit; 0 disables the limit.
 BODY_SIZE_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
 CONF_DIR_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+# A unix socket upstream (the swarm edge proxy's, under the data dir): an absolute path of
+# plain characters, no `..` component.
+UNIX_UPSTREAM_RE = re.compile(r"^unix:(/[A-Za-z0-9._/-]{1,200})$")
 
 
 def check_domain(domain: str, allow_wildcard: bool = True) -> str:
@@ -58,7 +61,13 @@ def _domain_problem(value: str, allow_wildcard: bool) -> str | None:
 
 
 def check_upstream(address: str) -> str:
-    """`host:port` of a live container: an IP address or host name, and a port."""
+    """`host:port` of a live container: an IP address or host name, and a port; or
+    `unix:/path` of a socket that forwards to them."""
+    unix = UNIX_UPSTREAM_RE.fullmatch(address)
+    if unix is not None:
+        if ".." in Path(unix.group(1)).parts:
+            raise UsageError(f"Invalid upstream {address!r}: no '..' in a socket path")
+        return address
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise UsageError(f"Invalid upstream {address!r}: expected HOST:PORT")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from deployer.applogs import Follower, dyno_of, recent
+from deployer.applogs import Follower, recent
 from deployer.commands.common import command
-from deployer.deploy import ReleaseDeployer
+from deployer.schedulers import scheduler_for
 from dockyard.context import Context
 from dockyard.errors import DockyardError
 from dockyard.registry import CommandParser
@@ -22,8 +22,7 @@ def logs(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
-    live = ReleaseDeployer(ctx.services, app, ctx.out).live_containers()
-    chosen = [c for (t, _), c in sorted(live.items()) if args.ps in (None, t, dyno_of(c))]
+    chosen = scheduler_for(ctx.services, app, ctx.out).log_sources(args.ps)
     if not chosen:
         raise DockyardError(
             f"App {app.name} has no running containers" + (f" of type {args.ps}" if args.ps else "")

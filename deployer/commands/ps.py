@@ -6,9 +6,9 @@ import structlog
 
 from deployer.commands.common import command, current_or_fail, engine_errors
 from deployer.commands.common import releases as release_store
-from deployer.deploy import ReleaseDeployer
 from deployer.pipeline import deploy_source
 from deployer.releases import effective_formation
+from deployer.schedulers import scheduler_for
 from deployer.settings import PS
 from dockyard.access import Access
 from dockyard.apps import App
@@ -62,7 +62,7 @@ def ps_scale(ctx: Context, argv: list[str]) -> None:
         if current is None:
             store.set_formation(app, wanted)
             return
-        ReleaseDeployer(ctx.services, app, ctx.out).scale(
+        scheduler_for(ctx.services, app, ctx.out).scale(
             current, {**store.formation(app), **wanted}
         )
     ctx.event("ps:scale", app.name, " ".join(f"{t}={q}" for t, q in wanted.items()))
@@ -88,7 +88,7 @@ def ps_restart(ctx: Context, argv: list[str]) -> None:
     with ctx.services.hold(app) as app:
         release = current_or_fail(ctx, app)
         release.formation = release_store(ctx).formation(app)
-        ReleaseDeployer(ctx.services, app, ctx.out).deploy(release)
+        scheduler_for(ctx.services, app, ctx.out).deploy(release)
     ctx.event("ps:restart", app.name)
 
 
@@ -100,7 +100,7 @@ def ps_stop(ctx: Context, argv: list[str]) -> None:
     with ctx.services.hold(app) as app:
         current_or_fail(ctx, app)
         ctx.out.step(f"Stopping {app.name}")
-        count = ReleaseDeployer(ctx.services, app, ctx.out).stop()
+        count = scheduler_for(ctx.services, app, ctx.out).stop()
         ctx.out.detail(f"Stopped {count} container(s)")
     ctx.event("ps:stop", app.name)
 
@@ -114,7 +114,7 @@ def ps_start(ctx: Context, argv: list[str]) -> None:
         current_or_fail(ctx, app)
         ctx.out.step(f"Starting {app.name}")
         release_store(ctx).set_running(app, True)
-        for line in ReleaseDeployer(ctx.services, app, ctx.out).reconcile():
+        for line in scheduler_for(ctx.services, app, ctx.out).reconcile():
             ctx.out.detail(line)
     ctx.event("ps:start", app.name)
 
@@ -170,9 +170,9 @@ def _rebuild(ctx: Context, app: App) -> bool:
 
 def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[ReportRow]:
     with engine_errors("ps:report"):
-        live = ReleaseDeployer(ctx.services, app, ctx.out).live_containers()
+        live = scheduler_for(ctx.services, app, ctx.out).processes()
     current = release_store(ctx).current(app)
-    running = [c for c in live.values() if c.status == "running"]
+    running = [p for p in live if p.state == "running"]
     if not live:
         state = "false"
     elif len(running) == len(live):
@@ -186,8 +186,8 @@ def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[Repo
         ("Running", state),
         *settings,
     ]
-    for (t, n), c in sorted(live.items()):
-        rows.append((f"Status {t} {n}", f"{c.status} (CID: {c.id[:12]})"))
+    for p in live:
+        rows.append((f"Status {p.process_type} {p.instance}", p.detail))
     return rows
 
 
