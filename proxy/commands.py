@@ -162,20 +162,8 @@ def certs_add(ctx: Context, argv: list[str]) -> None:
     else:
         crt, key = certs.read_tar(ctx.stdin)
     bundle = certs.parse_bundle(crt, key)
-    router = _router(ctx)
-    slot = router.cert_dir_name(app)
     ctx.out.step(f"Adding SSL certificate to {app.name}")
-    saved = certs.snapshot(router.paths.certs_dir, slot)
-
-    def change() -> None:
-        certs.install(router.paths.certs_dir, slot, bundle)
-        router.store.set_cert(app, bundle.info)
-
-    try:
-        router.apply(change, force=True)
-    except BaseException:
-        certs.restore(router.paths.certs_dir, slot, saved)
-        raise
+    _router(ctx).install_certificate(app, bundle)
     ctx.out.detail(f"Subject: {bundle.info.subject}")
     ctx.out.detail(f"Expires: {bundle.info.not_after}")
     letsencrypt.after_manual_cert(ctx, app)

@@ -382,22 +382,6 @@ def issuance_lock(services: Services, app: App) -> Iterator[None]:
         os.close(fd)
 
 
-def _install(router: Router, app: App, bundle: certs.CertBundle) -> None:
-    """The certs:add path: files and state together, tested by nginx, or neither."""
-    slot = router.cert_dir_name(app)
-    saved = certs.snapshot(router.paths.certs_dir, slot)
-
-    def change() -> None:
-        certs.install(router.paths.certs_dir, slot, bundle)
-        router.store.set_cert(app, bundle.info)
-
-    try:
-        router.apply(change, force=True)
-    except BaseException:
-        certs.restore(router.paths.certs_dir, slot, saved)
-        raise
-
-
 def _still_serving(router: Router, app: App) -> str:
     info = router.store.cert(app)
     if info is None:
@@ -448,7 +432,7 @@ def issue(
             missing = sorted(set(names) - set(bundle.info.hostnames))
             if missing:
                 raise AcmeError(f"The issued certificate lacks {' '.join(missing)}")
-            _install(router, app, bundle)
+            router.install_certificate(app, bundle)
         except (DockyardError, OSError) as exc:
             message = exc.message if isinstance(exc, DockyardError) else (
                 f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'no file'})"

@@ -135,6 +135,21 @@ class Router:
         # at a directory that moved.
         return str(app.id)
 
+    def install_certificate(self, app: App, bundle: certs.CertBundle) -> None:
+        """Files and state together, tested by nginx, or neither (certs:add, ACME)."""
+        slot = self.cert_dir_name(app)
+        saved = certs.snapshot(self.paths.certs_dir, slot)
+
+        def change() -> None:
+            certs.install(self.paths.certs_dir, slot, bundle)
+            self.store.set_cert(app, bundle.info)
+
+        try:
+            self.apply(change, force=True)
+        except BaseException:
+            certs.restore(self.paths.certs_dir, slot, saved)
+            raise
+
     def cert_paths(self, app: App) -> CertPaths:
         return certs.cert_paths(self.paths.certs_dir, self.cert_dir_name(app))
 
