@@ -120,4 +120,8 @@ say "Base images"
 say "Service images"
 "$ROOT/scripts/build-service-images.sh"
 
+# The Swarm edge proxy's stand-in, and the Docker-in-Docker node the swarm tests cluster.
+say "Swarm images"
+"$ROOT/scripts/build-swarm-images.sh"
+
 say "Setup done"
