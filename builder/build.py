@@ -22,7 +22,12 @@ from builder import engine, runtimes
 from builder.context import make_context
 from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
-from builder.isolation import check_image_sources, check_images_used, image_references
+from builder.isolation import (
+    check_image_sources,
+    check_images_used,
+    check_no_url_add,
+    image_references,
+)
 from builder.languages.base import Language, Tree
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.properties import BUILD_ARG, configured_base
@@ -164,8 +169,9 @@ class _BuildJob:
             )
         own_dockerfile = self.source.read_file(DOCKERFILE)
         if own_dockerfile is not None:
-            refs = image_references(own_dockerfile.decode("utf-8", "replace"), self.build_args)
-            self.check_images(refs)
+            text = own_dockerfile.decode("utf-8", "replace")
+            check_no_url_add(text)
+            self.check_images(image_references(text, self.build_args))
         labels = " ".join(f"{k}={json.dumps(v)}" for k, v in self.labels().items())
         ctx = make_context(
             self.source, self.plan, self.services.settings.builds_dir / ".tmp",

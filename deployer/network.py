@@ -63,6 +63,8 @@ def check_network_name(name: str) -> str:
     check_app_name(name)
     if name in RESERVED:
         raise UsageError(f"{name} is Docker's own network; choose another name")
+    if name.startswith("dockyard"):
+        raise UsageError(f"{name}: names starting with dockyard are the platform's own")
     return name
 
 

@@ -7,10 +7,10 @@ from one another, so one app cannot reach another's containers except through th
 services', `network:set … attach-post-deploy` — come from providers registered in
 `dockyard.pipeline` and are joined after the app's own.
 
-Names are `dockyard.app.APP`: user-made networks take app-style names (no dots), so no
-user can create, or destroy, a network that stands for an app. Networks are labelled with
-the Dockyard home that made them; a leftover of another home is taken over only when no
-container uses it.
+Names are `dockyard.app.APP`: user-made networks take app-style names (no dots, not
+starting with `dockyard`), so no user can create, or destroy, a network that stands for an
+app or the platform. Networks are labelled with the Dockyard home that made them; one that
+is not this home's is never taken over or removed.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ def remove_app_network(home: str, app: str) -> None:
 
 def ensure_network(home: str, name: str, labels: dict[str, str]) -> str:
     """Network `name` of this Dockyard (a bridge labelled with `home` and `labels`), created
-    when missing; a leftover of another home is taken over only when no container uses it.
-    Every Docker network Dockyard makes (apps', services', users') is made here."""
+    when missing. A network of that name that is not this Dockyard's is never taken over or
+    removed (it may be the platform's own, another Dockyard's or the admin's): that is a
+    refusal. Every Docker network Dockyard makes (apps', services', users') is made here."""
     api = docker_ops.client().api
     try:
         found = api.inspect_network(name)
@@ -51,12 +52,9 @@ def ensure_network(home: str, name: str, labels: dict[str, str]) -> str:
     if found is not None:
         if (found.get("Labels") or {}).get(LABEL_HOME) == home:
             return name
-        if found.get("Containers"):
-            raise DockyardError(
-                f"A Docker network named {name} exists, is in use and does not belong to "
-                "this Dockyard; remove it"
-            )
-        api.remove_network(found["Id"])
+        raise DockyardError(
+            f"A Docker network named {name} exists and does not belong to this Dockyard"
+        )
     try:
         api.create_network(
             name, driver="bridge", labels={**labels, LABEL_HOME: home}, check_duplicate=True
