@@ -29,7 +29,13 @@ from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
 from dockyard.services import Services
 from gitrecv.fetchspec import GIT_PROTOCOL_ENV, protocol_version
-from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE, SUBMODULE_PRIVATE_HOSTS
+from gitrecv.properties import (
+    DEPLOY_BRANCH,
+    GIT,
+    MAX_OBJECT_SIZE,
+    MAX_PUSH_SIZE,
+    SUBMODULE_PRIVATE_HOSTS,
+)
 from gitrecv.receive import DeployingReceivePackHandler
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
 from gitrecv.source import GitSource, SubmoduleFetcherFactory
@@ -131,8 +137,9 @@ def receive_pack(ctx: Context, argv: list[str]) -> int | None:
             proto = Protocol(ctx.stdin.read, ctx.stdout.write)
             recv = getattr(ctx.stdin, "recv", None) or ctx.stdin.read1
             handler = DeployingReceivePackHandler(
-                repo, proto, recv, AppDeployTarget(ctx, app, repo), limit, ctx.stderr
-            )
+                repo, proto, recv, AppDeployTarget(ctx, app, repo), limit, ctx.stderr,
+                MAX_OBJECT_SIZE.get(services.properties, None),
+            )  # fmt: skip
             status = _speak_git(ctx, handler.handle)
             if handler.moved:
                 pushed = " ".join(

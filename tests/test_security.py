@@ -407,3 +407,48 @@ def test_images_carry_their_home_and_app_and_go_with_the_app(
     ok(srv.ssh("apps:destroy", app, "--force"))
     assert client.images.list(filters={"label": [f"dockyard.app={app}"]}) == []
     victim_serves(srv)
+
+
+# --- 7. memory: a small push cannot stand for a huge object ------------------------------
+
+
+def high_water_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_compressed_giant_is_refused_before_it_is_inflated(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "bomb", {"README": "small\n"})
+    with open(repo / "zeros.bin", "wb") as f:
+        f.truncate(300 * 1024 * 1024)  # 300 MB of zeros: a few hundred KB once compressed
+    from tests.deploying import git
+
+    git(repo, "add", "zeros.bin")
+    git(repo, "commit", "-q", "-m", "bomb")
+    ok(srv.ssh("git:set", "--global", "max-object-size", "20M"))
+    try:
+        before = high_water_kb(srv.process.pid)
+        result = subprocess.run(
+            ["git", "-C", str(repo), "push", srv.remote(ATTACKER_APP), "HEAD:refs/heads/other"],
+            env=srv.git_env(srv.user_key), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "larger than the maximum object size" in result.stderr, result.stderr
+        assert high_water_kb(srv.process.pid) - before < 60 * 1024  # never near 300 MB
+    finally:
+        ok(srv.ssh("git:set", "--global", "max-object-size"))
+
+
+def test_a_delta_that_claims_a_huge_result_is_refused() -> None:
+    import dulwich.pack
+
+    from gitrecv.objectsize import ObjectTooLarge, object_size_limit
+
+    # base size 1, result size 2**40: a few bytes standing for a terabyte.
+    delta = bytes([0x01]) + bytes([0x80, 0x80, 0x80, 0x80, 0x80, 0x20]) + b"\x91\x00\x01"
+    with object_size_limit(1024), pytest.raises(ObjectTooLarge):
+        dulwich.pack.apply_delta(b"x", delta)
