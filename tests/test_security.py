@@ -452,3 +452,28 @@ def test_a_delta_that_claims_a_huge_result_is_refused() -> None:
     delta = bytes([0x01]) + bytes([0x80, 0x80, 0x80, 0x80, 0x80, 0x20]) + b"\x91\x00\x01"
     with object_size_limit(1024), pytest.raises(ObjectTooLarge):
         dulwich.pack.apply_delta(b"x", delta)
+
+
+def test_logged_in_connections_of_one_key_are_capped(srv: DockyardServer) -> None:
+    import asyncio
+
+    async def flood() -> tuple[int, int]:
+        kept, refused = [], 0
+        for _ in range(40):
+            try:
+                conn = await asyncssh.connect(
+                    "127.0.0.1", srv.port, username="alice", client_keys=[str(srv.user_key)],
+                    known_hosts=None,
+                )  # fmt: skip
+                await conn.run("version", check=True)
+                kept.append(conn)
+            except (asyncssh.Error, OSError):
+                refused += 1
+        admin = await asyncio.to_thread(srv.ssh, "version")
+        assert admin.returncode == 0, admin
+        for conn in kept:
+            conn.close()
+        return len(kept), refused
+
+    kept, refused = asyncio.run(flood())
+    assert kept == 32 and refused == 8
