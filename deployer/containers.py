@@ -9,6 +9,7 @@ truth the reconciler reads.
 from __future__ import annotations
 
 import atexit
+import shlex
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -113,9 +114,10 @@ def container_command(image: str, command: str | None) -> list[str] | None:
     if command is None:
         return None
     if image_entrypoint(image):
-        import shlex
-
-        return shlex.split(command)
+        try:
+            return shlex.split(command)
+        except ValueError as exc:  # an unbalanced quote in the Procfile
+            raise DockyardError(f"Cannot split the command {command!r}: {exc}") from None
     return ["/bin/sh", "-c", command]
 
 

@@ -8,6 +8,7 @@ the proxy switch removes only the new containers, so the old release keeps servi
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -101,9 +102,11 @@ def home_of(services: Services) -> str:
 
 
 def container_port(release: Release, config: dict[str, str]) -> int:
-    """`PORT` as set by the user, else the image's single EXPOSE, else 5000."""
-    if config.get("PORT", "").isdigit():
-        return int(config["PORT"])
+    """`PORT` as set by the user (a port number; anything else is ignored), else the image's
+    single EXPOSE, else 5000."""
+    port = config.get("PORT", "")
+    if re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536:
+        return int(port)
     if len(release.ports) == 1:
         return int(release.ports[0])
     return DEFAULT_PORT

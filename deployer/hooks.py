@@ -76,6 +76,9 @@ def reconcile_app(services: Services, app: App) -> bool:
     except (DockyardError, docker.errors.DockerException, requests.RequestException) as exc:
         log.error("reconcile failed", app=app.name, error=str(exc))
         return True
+    except Exception:  # one app's bad data must never keep the other apps from coming back
+        log.exception("reconcile crashed", app=app.name)
+        return True
     for action in done:
         log.info("reconciled", app=app.name, action=action)
     return True
