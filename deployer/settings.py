@@ -17,6 +17,7 @@ from dockyard.properties import (
 )
 
 APPLIED_LATER = "Applied at the next deploy or restart"
+MAX_TENANT_PIDS = 4096
 
 
 def _restart(value: str) -> str:
@@ -69,6 +70,8 @@ ONE_OFFS = RESOURCE.declare(
 PIDS = RESOURCE.declare(
     "pids", whole_number(16, 1_000_000), int, default=str(DEFAULT_PIDS_LIMIT),
     label="Limit pids", note=APPLIED_LATER, help="processes per container (fork bombs end here)",
+    # The cap is the host's protection: raising it far is an admin's call, not a tenant's.
+    admin_only=lambda v: v.isdigit() and int(v) > MAX_TENANT_PIDS,
 )  # fmt: skip
 
 

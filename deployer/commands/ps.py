@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import structlog
 
 from deployer.commands.common import command, current_or_fail, engine_errors
 from deployer.commands.common import releases as release_store
 from deployer.pipeline import deploy_source
-from deployer.releases import effective_formation
+from deployer.releases import MAX_DECLARED_QUANTITY, effective_formation
 from deployer.schedulers import scheduler_for
 from deployer.settings import PS
 from dockyard.access import Access
@@ -20,6 +22,7 @@ from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser
 
 log = structlog.get_logger("dockyard.deployer")
+MAX_QUANTITY = MAX_DECLARED_QUANTITY  # per process type, as app.json's formation
 
 
 @command("ps:scale", "Set how many containers of each process type run", "APP [TYPE=N…]")
@@ -72,8 +75,16 @@ def _parse_scale(pairs: list[str]) -> dict[str, int]:
     wanted = {}
     for pair in pairs:
         process_type, sep, quantity = pair.partition("=")
-        if not sep or not PROCESS_TYPE_RE.fullmatch(process_type) or not quantity.isdigit():
-            raise UsageError(f"Invalid scale argument {pair!r}: expected TYPE=N, like web=2")
+        if (
+            not sep
+            or not PROCESS_TYPE_RE.fullmatch(process_type)
+            or not re.fullmatch(r"[0-9]{1,3}", quantity)
+            or int(quantity) > MAX_QUANTITY
+        ):
+            raise UsageError(
+                f"Invalid scale argument {pair!r}: expected TYPE=N, like web=2, with N at most "
+                f"{MAX_QUANTITY}"
+            )
         if process_type == "release":
             raise UsageError("The release process type runs once per deploy; it cannot scale")
         wanted[process_type] = int(quantity)
