@@ -11,7 +11,7 @@ from __future__ import annotations
 import atexit
 import shlex
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import docker
@@ -326,23 +326,31 @@ class Retirer:
         if self._retire_at_exit:
             self.retire_all_now()
 
-    def schedule(self, containers: list[Container], delay: float) -> None:
+    def schedule(
+        self, containers: list[Container], delay: float, then: Callable[[], None] | None = None
+    ) -> None:
+        """Retire `containers` after `delay`, then call `then` (their images are free)."""
         if not containers:
             return
         with self._lock:
             for c in containers:
                 self._pending[c.id] = c
-        timer = threading.Timer(delay, self._retire, args=(containers,))
+        timer = threading.Timer(delay, self._retire, args=(containers, then))
         timer.daemon = True
         timer.start()
 
-    def _retire(self, containers: list[Container]) -> None:
+    def _retire(self, containers: list[Container], then: Callable[[], None] | None) -> None:
         with self._lock:
             mine = [c for c in containers if self._pending.pop(c.id, None) is not None]
         try:
             remove(mine)
         except docker.errors.DockerException:
-            pass  # the reconciler removes stragglers at the next start
+            return  # the reconciler removes stragglers at the next start
+        if then is not None and mine:
+            try:
+                then()
+            except Exception as exc:  # a timer thread: nobody else would see it
+                log.warning("after retiring", error=str(exc))
 
     def pending_ids(self) -> set[str]:
         with self._lock:

@@ -35,6 +35,7 @@ from deployer.healthchecks import (
     run_check,
     wait_running,
 )
+from deployer.image_pruning import prune_images
 from deployer.networks import ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
@@ -372,7 +373,11 @@ class ReleaseDeployer:
         for c in new:
             process_type, instance = docker_ops.instance_of(c)
             c.rename(live_name(self.app.name, process_type, instance))
-        docker_ops.retirer.schedule(leaving, self.settings.wait_to_retire)
+        docker_ops.retirer.schedule(
+            leaving,
+            self.settings.wait_to_retire,
+            then=lambda: prune_images(self.services, self.app),
+        )
 
     # -- changes to a running release -------------------------------------------------
     def scale(self, release: Release, formation: dict[str, int]) -> None:

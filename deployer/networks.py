@@ -88,6 +88,4 @@ def remove_network(home: str, name: str) -> None:
 def home_networks(home: str) -> list[dict]:
     """Every app network this Dockyard made (for clean-up of destroyed apps); not the
     networks of services or of `network:create`, which carry no app label."""
-    return docker_ops.client().api.networks(
-        filters={"label": [f"{LABEL_HOME}={home}", LABEL_APP]}
-    )
+    return docker_ops.client().api.networks(filters={"label": [f"{LABEL_HOME}={home}", LABEL_APP]})

@@ -111,9 +111,7 @@ def check_plain_path(path: str, what: str) -> str:
 
 def check_container_path(path: str) -> str:
     check_plain_path(path, "container path")
-    if path == "/" or path in SYSTEM_DIRS or any(
-        path.startswith(d + "/") for d in UNDER_FORBIDDEN
-    ):
+    if path == "/" or path in SYSTEM_DIRS or any(path.startswith(d + "/") for d in UNDER_FORBIDDEN):
         raise UsageError(f"Refusing to mount over {path} in the container (a system directory)")
     return path
 
@@ -185,8 +183,8 @@ def _storage_dir_name(services: Services, host: str) -> str | None:
     if "/" not in host:
         return check_app_name(host)
     root = str(storage_root(services)) + "/"
-    if host.startswith(root) and "/" not in host[len(root):] and host[len(root):]:
-        return host[len(root):]
+    if host.startswith(root) and "/" not in host[len(root) :] and host[len(root) :]:
+        return host[len(root) :]
     return None
 
 

@@ -20,7 +20,7 @@ from dockyard import pipeline
 from dockyard import services as app_hooks
 from dockyard.apps import App
 from dockyard.bridge import BlockingReader
-from dockyard.commands.apps import DISABLE_AUTOCREATION
+from dockyard.commands.apps import DISABLE_AUTOCREATION, create_owned_app
 from dockyard.config_vars import GIT_REV
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, NotFound
@@ -97,7 +97,7 @@ def _app_for_push(ctx: Context, name: str) -> App:
                 f"(apps:set --global disable-autocreation). Create it first: apps:create {name}"
             )
         try:
-            services.create_app(name, owner=ctx.identity.name)
+            create_owned_app(ctx, name)
             ctx.event("apps:create", name, "created by git push")
         except Conflict:
             pass  # a concurrent push created it first; ctx.app checks who owns it

@@ -30,7 +30,7 @@ def _app_and_domains(name: str) -> CommandParser:
 
 def _checked_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> list[str]:
     checked = list(dict.fromkeys(check_domain(d) for d in domains))
-    claims.check_domains(router, app, checked, ctx.identity.is_admin)
+    claims.check_domains(router, app, checked, ctx.identity)
     return checked
 
 

@@ -244,7 +244,8 @@ def test_builds_cannot_reach_the_hosts_own_services(srv: DockyardServer, tmp_pat
 @pytest.mark.parametrize(
     "domain",
     ["victim.localhost", "future-app.localhost", "localhost", "*.example.com",
-     "shop.example.com", "*.shop.example.com"],
+     "shop.example.com", "*.shop.example.com", "login.shop.example.com",
+     "www.victim.localhost", "www.future-app.localhost", "127.0.0.1", "::1"],
 )  # fmt: skip
 def test_no_app_takes_another_apps_hostnames(srv: DockyardServer, domain: str) -> None:
     before = Snapshot(srv)
@@ -253,10 +254,40 @@ def test_no_app_takes_another_apps_hostnames(srv: DockyardServer, domain: str) -
             as_alice(srv, command, ATTACKER_APP, domain),
             "already used by app",
             "is the address of app",
+            "is under",
             "Only an admin key",
         )
     before.assert_unchanged(srv)
     victim_serves(srv)
+
+
+def test_names_under_an_apps_own_address_are_its_own(srv: DockyardServer) -> None:
+    ok(as_alice(srv, "domains:add", ATTACKER_APP, f"www.{ATTACKER_APP}.localhost"))
+    ok(as_alice(srv, "domains:remove", ATTACKER_APP, f"www.{ATTACKER_APP}.localhost"))
+
+
+def test_one_key_cannot_fill_the_server_with_apps_or_domains(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    many = [f"d{i}.mallory.example" for i in range(101)]
+    before = Snapshot(srv)
+    refused_with(as_alice(srv, "domains:add", ATTACKER_APP, *many), "at most 100")
+    before.assert_unchanged(srv)
+    owned = json.loads(as_alice(srv, "apps:list", "--format", "json").stdout)
+    ok(srv.ssh("apps:set", "--global", "max-per-key", str(len(owned))))
+    try:
+        refused_with(as_alice(srv, "apps:create", "one-too-many"), "most one key may own")
+        repo = busybox_repo(tmp_path, "one-too-many", "x")
+        pushed = subprocess.run(
+            ["git", "-C", str(repo), "push", srv.remote("one-too-many"), "main:main"],
+            env=srv.git_env(srv.user_key), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert pushed.returncode != 0 and "most one key may own" in pushed.stderr, pushed.stderr
+        ok(srv.ssh("apps:create", "admins-are-not-counted"))
+        ok(srv.ssh("apps:destroy", "admins-are-not-counted", "--force"))
+    finally:
+        ok(srv.ssh("apps:set", "--global", "max-per-key"))
+    assert "one-too-many" not in json.loads(srv.ssh("apps:list", "--format", "json").stdout)
 
 
 def test_wildcards_over_apps_are_refused_even_for_admins(srv: DockyardServer) -> None:

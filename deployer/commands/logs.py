@@ -32,5 +32,3 @@ def logs(ctx: Context, argv: list[str]) -> None:
         return
     for line in recent(chosen, max(args.num, 0)):
         ctx.out.line(line)
-
-

@@ -65,9 +65,7 @@ def ps_scale(ctx: Context, argv: list[str]) -> None:
         if current is None:
             store.set_formation(app, wanted)
             return
-        scheduler_for(ctx.services, app, ctx.out).scale(
-            current, {**store.formation(app), **wanted}
-        )
+        scheduler_for(ctx.services, app, ctx.out).scale(current, {**store.formation(app), **wanted})
     ctx.event("ps:scale", app.name, " ".join(f"{t}={q}" for t, q in wanted.items()))
 
 

@@ -157,9 +157,7 @@ def restart_policy(policy: str) -> dict[str, Any]:
 
 def listen_probe(port: int) -> str:
     """Any image with a shell: is something listening on PORT (IPv4 or IPv6)?"""
-    return (
-        f"grep -qsE ':{port:04X} [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6"
-    )
+    return f"grep -qsE ':{port:04X} [0-9A-F]+:0000 0A ' /proc/net/tcp /proc/net/tcp6"
 
 
 def http_probe(check: Check, port: int) -> str:
@@ -500,8 +498,7 @@ class SwarmScheduler:
             return router.publish(self.services, self.app.name, [where])
         except DockyardError as exc:
             raise DeployError(
-                f"Deploy of {self.app.name} failed: the proxy refused the new routes: "
-                f"{exc.message}"
+                f"Deploy of {self.app.name} failed: the proxy refused the new routes: {exc.message}"
             ) from None
 
     def _attach_linked(self, network: str) -> None:
@@ -720,9 +717,7 @@ class ServiceLogs:
             "stdout": 1, "stderr": 1, "timestamps": int(timestamps), "tail": tail,
             "follow": int(follow), "details": int(details),
         }  # fmt: skip
-        resp = api._get(
-            api._url("/services/{0}/logs", self.service_id), params=params, stream=True
-        )
+        resp = api._get(api._url("/services/{0}/logs", self.service_id), params=params, stream=True)
         api._raise_for_status(resp)
         return resp
 
