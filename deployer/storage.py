@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING
 from dockyard import services as app_hooks
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
-from dockyard.commands.backup import BackupPart, extract_checked, register_backup_part
+from dockyard.commands.backup import (
+    BackupPart,
+    add_tree_unfollowed,
+    extract_checked,
+    register_backup_part,
+)
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.names import check_app_name
@@ -358,11 +363,6 @@ def list_directories(ctx: Context, argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- backup
-def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Files, directories and links only: no device nodes or fifos leave a container."""
-    return info if info.isfile() or info.isdir() or info.issym() else None
-
-
 def _backup_write(services: Services, tar: tarfile.TarFile, scratch: Path, out: Output
                   ) -> list[str]:  # fmt: skip
     """Each Dockyard-made directory as its own tar inside the archive (ownership, modes and
@@ -375,7 +375,7 @@ def _backup_write(services: Services, tar: tarfile.TarFile, scratch: Path, out: 
             continue
         inner = scratch / f"{name}.tar"
         with tarfile.open(inner, "w") as t:
-            t.add(path, ".", filter=_tar_filter)
+            add_tree_unfollowed(t, path)  # the app may be swapping links in it right now
         tar.add(inner, f"storage/{name}.tar")
         inner.unlink()
         included.append(f"storage/{name}")
