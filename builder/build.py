@@ -23,6 +23,7 @@ from builder.context import make_context
 from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
 from builder.isolation import (
+    check_ends_complete,
     check_image_sources,
     check_images_used,
     check_no_url_add,
@@ -170,6 +171,7 @@ class _BuildJob:
         own_dockerfile = self.source.read_file(DOCKERFILE)
         if own_dockerfile is not None:
             text = own_dockerfile.decode("utf-8", "replace")
+            check_ends_complete(text)
             check_no_url_add(text)
             self.check_images(image_references(text, self.build_args))
         labels = " ".join(f"{k}={json.dumps(v)}" for k, v in self.labels().items())
@@ -190,6 +192,7 @@ class _BuildJob:
         finally:
             ctx.close()
         self.check_used(build.from_ids, image_id)
+        self.check_labels(image_id)
         if plan.after_build:
             self.output.out.step(f"Running {' '.join(plan.after_build)}")
             image_id = engine.run_and_commit(
@@ -229,6 +232,18 @@ class _BuildJob:
         except BuildFailed:
             engine.api().remove_image(image_id, force=True)
             raise
+
+    def check_labels(self, image_id: str) -> None:
+        """The image must carry exactly this app's owner labels (the last step sets them;
+        a Dockerfile that got around it could pass its image off as another app's)."""
+        found = engine.api().inspect_image(image_id)["Config"].get("Labels") or {}
+        wanted = self.labels()
+        if any(found.get(k) != v for k, v in wanted.items()):
+            engine.api().remove_image(image_id, force=True)
+            raise BuildFailed(
+                "The built image does not carry Dockyard's owner labels as its last step set "
+                "them; does the Dockerfile's last instruction swallow the next line?"
+            )
 
     def check_images(self, refs: list[str]) -> None:
         check_image_sources(refs, self.app.name, engine.resolve_image, engine.app_images)

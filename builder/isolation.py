@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from builder.errors import BuildFailed
+from dockyard.names import is_whole_number
 
 # App images only; the platform's own base images are `dockyard-base/…`, shared by design.
 APP_IMAGE_NAMESPACE = "dockyard/"
@@ -142,7 +143,9 @@ def _note(raw: str, stages: list[str], refs: list[str]) -> None:
     ref = raw.strip("\"'")
     if not ref:
         return  # `FROM $UNSET`: the builder refuses it itself
-    if ref.lower() in [s for s in stages if s] or (ref.isdigit() and int(ref) < len(stages)):
+    if ref.lower() in [s for s in stages if s] or (
+        is_whole_number(ref, 4) and int(ref) < len(stages)
+    ):
         return
     refs.append(ref)
 
@@ -173,7 +176,7 @@ def check_registry(ref: str) -> None:
     name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
     name = name.strip("[]")
     try:
-        infos = socket.getaddrinfo(name, int(port) if port.isdigit() else 443)
+        infos = socket.getaddrinfo(name, int(port) if is_whole_number(port, 5) else 443)
         addresses = {ipaddress.ip_address(i[4][0]) for i in infos}
     except (OSError, ValueError):
         addresses = set()
@@ -183,6 +186,18 @@ def check_registry(ref: str) -> None:
         raise BuildFailed(
             f"The image {ref!r} comes from registry {host}, which is not on a public address; "
             "builds pull only from public registries"
+        )
+
+
+def check_ends_complete(dockerfile: str) -> None:
+    """Dockyard's owner labels are appended as the last line; a Dockerfile ending in a
+    continuation would swallow that line into its own last instruction."""
+    lines = [ln.strip() for ln in dockerfile.splitlines()]
+    code = [ln for ln in lines if ln and not ln.startswith("#")]
+    if code and code[-1].endswith("\\"):
+        raise BuildFailed(
+            f"The Dockerfile ends in a continuation ({code[-1][-60:]!r}): remove the trailing "
+            "backslash of its last instruction"
         )
 
 

@@ -21,6 +21,7 @@ from docker.models.containers import Container
 
 from dockyard.errors import DockyardError
 from dockyard.images import LABEL_APP, LABEL_HOME
+from dockyard.names import is_whole_number
 
 # Which Dockyard (its data dir) owns a container: several may share one engine, and one
 # must never treat another's containers as strays.
@@ -64,7 +65,7 @@ def parse_restart_policy(value: str) -> dict[str, object]:
     """`no`, `always`, `unless-stopped`, `on-failure[:N]` → the engine's RestartPolicy."""
     name, _, count = value.partition(":")
     if name == "on-failure":
-        if count and not count.isdigit():
+        if count and not is_whole_number(count, 6):
             raise ValueError(value)
         return {"Name": name, "MaximumRetryCount": int(count or 0)}
     if name in ("no", "always", "unless-stopped") and not count:

@@ -266,6 +266,11 @@ def ensure_directory(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Ensuring {path} exists")
     root.mkdir(mode=0o755, exist_ok=True)
     if os.path.lexists(path):
+        if owner is None and not ctx.identity.is_admin:
+            # Made by hand or left by a removed record: its data is nobody's to take.
+            raise Conflict(
+                f"{path} exists but was not made for any key; only an admin may take it over"
+            )
         verify_storage_dir(ctx.services, str(path))
     else:
         path.mkdir(mode=0o755)

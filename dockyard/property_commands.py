@@ -103,7 +103,9 @@ def _report(
         rows = []
         for prop in group.properties.values():
             if Level.APP not in prop.levels:
-                rows.append((prop.report_label, prop.shown(prop.raw(store, None))))
+                # Server-wide only (private hosts, registry names): the admin's business.
+                if ctx.identity.is_admin:
+                    rows.append((prop.report_label, prop.shown(prop.raw(store, None))))
                 continue
             rows.append((prop.report_label, prop.shown(prop.raw(store, app))))
             if Level.GLOBAL in prop.levels:

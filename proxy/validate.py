@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from dockyard.errors import UsageError
+from dockyard.names import is_whole_number
 
 MAX_DOMAIN_LENGTH = 253
 LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
@@ -69,7 +70,7 @@ def check_upstream(address: str) -> str:
             raise UsageError(f"Invalid upstream {address!r}: no '..' in a socket path")
         return address
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not is_whole_number(port, 5) or not 0 < int(port) < 65536:
         raise UsageError(f"Invalid upstream {address!r}: expected HOST:PORT")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
@@ -109,7 +110,7 @@ def check_bool(key: str, value: str) -> str:
 
 def check_int(key: str, value: str, low: int, high: int) -> int:
     """A decimal integer within [low, high]; nothing else (no sign, no spaces, no 1e3)."""
-    digits = value.isascii() and value.isdigit() and len(value) <= 12
+    digits = is_whole_number(value)
     if not digits or not low <= int(value) <= high:
         raise UsageError(f"Invalid {key} {value!r}: use a whole number from {low} to {high}")
     return int(value)

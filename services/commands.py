@@ -39,7 +39,7 @@ from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.images import has_image
 from dockyard.locks import AppBusy
-from dockyard.names import check_config_key
+from dockyard.names import check_config_key, is_whole_number
 from dockyard.properties import GROUPS, Level, Property, PropertyGroup
 from dockyard.property_commands import register_property_commands
 from dockyard.registry import CommandParser, command
@@ -443,7 +443,7 @@ def logs(ctx: Context, kind: Kind, argv: list[str]) -> None:
     parser = _parser(kind, "logs")
     parser.add_argument("service", metavar="NAME")
     parser.add_argument("-t", "--tail", action="store_true")
-    parser.add_argument("-n", "--num", type=int, default=100)
+    parser.add_line_count(default=100)
     args = parser.parse_args(argv)
     svc = owned(ctx, kind, args.service, "see its logs")
     found = Runtime(ctx.services, kind).container(svc)
@@ -520,7 +520,7 @@ def _parse_expose(value: str | None) -> str:
         ipaddress.ip_address(address)
     except ValueError:
         raise UsageError(f"Invalid address {address!r}: expected an IP address") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not is_whole_number(port, 5) or not 1 <= int(port) <= 65535:
         raise UsageError(f"Invalid port {port!r}: expected 1-65535")
     return f"{address}:{int(port)}"
 

@@ -6,6 +6,7 @@ nothing was lost or changed. Real server, real OpenSSH client, real git, real en
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -412,12 +413,63 @@ def test_run_gets_the_apps_limits_and_a_fork_bomb_hits_the_pids_cap(srv: Dockyar
         ("ps:set", ATTACKER_APP, "restart-policy", "on-failure:x"),
         ("builder:set", ATTACKER_APP, "keep-releases", "0x10"),
         ("proxy:set", ATTACKER_APP, "hsts-max-age", "-5"),
+        ("resource:limit", ATTACKER_APP, "--pids", "100000"),
+        ("proxy:set", ATTACKER_APP, "client-max-body-size", "0"),
+        ("proxy:set", ATTACKER_APP, "client-max-body-size", "50g"),
+        ("ps:scale", ATTACKER_APP, "web=101"),
+        ("ps:scale", ATTACKER_APP, "web=²"),
+        ("builds:output", ATTACKER_APP, "²"),
+        ("releases:rollback", ATTACKER_APP, "v" + "9" * 40),
+        ("logs", ATTACKER_APP, "-n", "²"),
+        ("logs", ATTACKER_APP, "-n", "9" * 40),
     ],
 )
 def test_numeric_settings_are_parsed_strictly(srv: DockyardServer, words: tuple[str, ...]) -> None:
     before = Snapshot(srv)
-    refused_with(as_alice(srv, *words), "takes", "is one of", "Invalid")
+    refused_with(as_alice(srv, *words), "takes", "is one of", "Invalid", "invalid", "Only an admin")
     before.assert_unchanged(srv)
+
+
+def test_app_reports_keep_server_wide_settings_from_tenants(srv: DockyardServer) -> None:
+    ok(srv.ssh("git:set", "--global", "submodule-private-hosts", "git.internal.example"))
+    try:
+        assert "git.internal.example" in ok(srv.ssh("git:report", ATTACKER_APP)).stdout
+        seen = ok(as_alice(srv, "git:report", ATTACKER_APP, "--format", "json")).stdout
+        assert "git.internal.example" not in seen and "private" not in seen.lower(), seen
+    finally:
+        ok(srv.ssh("git:set", "--global", "submodule-private-hosts"))
+
+
+def test_a_directory_nobody_made_is_not_taken_over(srv: DockyardServer) -> None:
+    stray = srv.data_dir / "storage" / "left-by-hand"
+    stray.mkdir(parents=True)
+    (stray / "secret.txt").write_text("admin's")
+    try:
+        refused_with(as_alice(srv, "storage:ensure-directory", "left-by-hand"), "only an admin")
+        refused_with(
+            as_alice(srv, "storage:mount", ATTACKER_APP, f"{stray}:/stolen"), "storage:ensure"
+        )
+        assert (stray / "secret.txt").read_text() == "admin's"
+    finally:
+        shutil.rmtree(stray)
+
+
+def test_a_dockerfile_cannot_swallow_the_owner_labels(srv: DockyardServer, tmp_path: Path) -> None:
+    """A last line ending in `\\` would join Dockyard's LABEL step to the user's own, whose
+    labels could then name another app."""
+    app = "label-forger"
+    ok(as_alice(srv, "apps:create", app))
+    dockerfile = (
+        f'FROM dockyard-base/busybox:latest\nLABEL dockyard.app="{VICTIM}" \\\n  x="y" \\\n'
+    )
+    repo = make_repo(tmp_path / app, {"Dockerfile": dockerfile})
+    result = push(srv, repo, app)
+    assert result.returncode != 0 and "ends in a continuation" in result.stderr, result.stderr
+    import docker
+
+    labelled = docker.from_env().images.list(filters={"label": f"dockyard.app={VICTIM}"})
+    assert all(f"dockyard/{VICTIM}:" in " ".join(i.tags) for i in labelled if i.tags)
+    ok(as_alice(srv, "apps:destroy", app, "--force"))
 
 
 # --- 9. images: labelled, and destroy removes them ---------------------------------------

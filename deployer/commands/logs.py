@@ -17,7 +17,7 @@ def logs(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("logs")
     parser.add_argument("app")
     parser.add_argument("-t", "--tail", action="store_true")
-    parser.add_argument("-n", "--num", type=int, default=DEFAULT_LOG_LINES)
+    parser.add_line_count(default=DEFAULT_LOG_LINES)
     parser.add_argument("-p", "--ps", default=None)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)

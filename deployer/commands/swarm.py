@@ -12,7 +12,6 @@ from deployer.commands.common import command
 from deployer.schedulers import cluster, registry
 from deployer.schedulers.settings import REGISTRY, SCHEDULER, SERVER
 from dockyard.access import Access
-from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import DockyardError
 from dockyard.property_commands import ReportRow, register_property_commands
@@ -151,9 +150,5 @@ def nodes_label(ctx: Context, argv: list[str]) -> None:
     ctx.event("nodes:label", None, f"{node} " + " ".join(args.labels))
 
 
-def _scheduler_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[ReportRow]:
-    return settings
-
-
-register_property_commands(SCHEDULER, report_rows=_scheduler_rows)
+register_property_commands(SCHEDULER)
 register_property_commands(REGISTRY)

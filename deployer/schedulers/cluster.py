@@ -19,6 +19,7 @@ import docker.errors
 
 from deployer import containers as docker_ops
 from dockyard.errors import DockyardError, UsageError
+from dockyard.names import is_whole_number
 
 NODE_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
 LABEL_KEY_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?")
@@ -114,7 +115,7 @@ def check_address(value: str, default_port: int | None = None) -> str:
     host, sep, port = value.rpartition(":")
     if not sep:
         host, port = value, str(default_port or "")
-    if not port.isdigit() or not 0 < int(port) < 65536:
+    if not is_whole_number(port, 5) or not 0 < int(port) < 65536:
         raise UsageError(f"Invalid address {value!r}: expected HOST:PORT")
     try:
         ipaddress.ip_address(host)
