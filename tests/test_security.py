@@ -246,7 +246,7 @@ def test_builds_cannot_reach_the_hosts_own_services(srv: DockyardServer, tmp_pat
     "domain",
     ["victim.localhost", "future-app.localhost", "localhost", "*.example.com",
      "shop.example.com", "*.shop.example.com", "login.shop.example.com",
-     "www.victim.localhost", "www.future-app.localhost", "127.0.0.1", "::1"],
+     "www.victim.localhost", "www.future-app.localhost", "127.0.0.1", "10.0.0.1"],
 )  # fmt: skip
 def test_no_app_takes_another_apps_hostnames(srv: DockyardServer, domain: str) -> None:
     before = Snapshot(srv)
