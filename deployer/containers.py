@@ -91,7 +91,7 @@ class ProcessSpec:
     instance: int | str  # a number, or for one-off phases the phase's name
     command: str | None
     environment: dict[str, str]
-    port: int | None  # published on 127.0.0.1 for web processes
+    port: int | None  # web processes: where the app listens (reached on its network)
     restart_policy: str = DEFAULT_RESTART_POLICY
     limits: Limits = Limits()
     networks: tuple[str, ...] = ()  # the app's own network first
@@ -151,10 +151,9 @@ def create(
         host["nano_cpus"] = int(limits.cpus * 1e9)
     if restart:
         host["restart_policy"] = parse_restart_policy(spec.restart_policy)
-    ports = None
-    if spec.port is not None:
-        host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
-        ports = [spec.port]
+    # No host port: nginx reaches a web container on its app-network address, like the
+    # checks do (Docker's userland port forwarder would be one more hop per request).
+    ports = [spec.port] if spec.port is not None else None
     networks = list(spec.networks)
     if networks:
         host["network_mode"] = networks[0]
@@ -227,12 +226,6 @@ def address_in(container: Container, network: str) -> str:
     return address
 
 
-def host_port(container: Container, port: int) -> int | None:
-    container.reload()
-    bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
-    if not bindings:
-        return None
-    return int(bindings[0]["HostPort"])
 
 
 def app_containers(

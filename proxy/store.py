@@ -118,6 +118,10 @@ class RouteStore:
             self_signed=bool(row["self_signed"]),
         )
 
+    def any_cert(self) -> bool:
+        """Does any app have a certificate (then nginx listens for HTTPS)?"""
+        return self.state.query_one("SELECT 1 FROM proxy_certs LIMIT 1") is not None
+
     def set_cert(self, app: App, info: CertInfo | None) -> None:
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM proxy_certs WHERE app_id = ?", (app.id,))

@@ -1,0 +1,291 @@
+"""Stable per-app addresses that the kernel forwards to the app's live containers.
+
+nginx is never reloaded for a routine deploy, scale, config change or Dockyard restart: a
+reload closes idle client keep-alive connections under clients about to reuse them. So an
+app's nginx upstream is one address that does not change from deploy to deploy, its VIP
+(`address:port`), and a chain of DNAT rules in the nat table's OUTPUT path turns each new
+connection to the VIP into a connection to one of the app's live containers, chosen at
+random. Switching an app to new containers is one `iptables-restore` of that app's chain.
+
+Invariants:
+- Everything Dockyard adds lives in chains named after its home: `DY-<home>` (jumped to
+  from nat OUTPUT for TCP to local addresses) and `DYA-<home>-<app id>` per app. Nothing
+  else in the tables is touched, so several Dockyards and Docker share one kernel.
+- An app's chain is replaced whole in one transaction: a new connection sees the old
+  targets or the new ones, never none. Connection tracking keeps each established
+  connection on the container it was sent to, so requests in flight finish where they
+  started.
+- A VIP is a local address: the host's own address toward the targets (the app network's
+  bridge gateway), or for targets on the host itself an address in 127/8 derived from the
+  app's identity. Traffic to a VIP never leaves the machine, even without the rules.
+- Only IP literals and port numbers reach a rule; host names are resolved before (so no
+  user input reaches iptables as text).
+- Ids are app ids, not names: a rename keeps the app's VIP and chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import structlog
+
+from dockyard.errors import DockyardError
+
+log = structlog.get_logger("proxy.dnat")
+
+RESTORE_TIMEOUT = 20.0
+# VIP ports: within a home, apps on one address get distinct ports (the app id is in the
+# port); below the kernel's ephemeral range, so no outgoing connection holds one.
+VIP_PORT_SPAN = 30000
+LOOPBACK_VIP_NET = ipaddress.ip_network("127.64.0.0/10")
+_CHAIN_RULE = re.compile(
+    r"^-A (?P<chain>\S+) -d (?P<vip>[0-9.]+)/32 -p tcp (?:-m tcp )?--dport (?P<port>\d+)"
+    r"(?: -m statistic .*?)? -j (?:DNAT --to-destination (?P<target>[0-9.]+:\d+)"
+    r"|(?P<jump>\S+))\s*$"
+)
+_lock = threading.Lock()  # one iptables transaction at a time from this process
+
+
+class DnatError(DockyardError):
+    """The kernel refused a rule change; the previous rules stay in force."""
+
+
+@dataclass(frozen=True)
+class Vip:
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.address}:{self.port}"
+
+
+@dataclass(frozen=True)
+class AppRules:
+    """What one app's chain says: connections to `vip` go to one of `targets`."""
+
+    vip: Vip
+    targets: tuple[str, ...]
+
+
+def home_tag(home: str) -> str:
+    return hashlib.sha256(home.encode()).hexdigest()[:8]
+
+
+def _binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidate = f"/usr/sbin/{name}"
+    return candidate if os.access(candidate, os.X_OK) else None
+
+
+def available() -> bool:
+    """DNAT needs root and the iptables tools; without them routes are written into the
+    nginx config and every change reloads (the `static` way)."""
+    return os.geteuid() == 0 and bool(_binary("iptables-restore") and _binary("iptables-save"))
+
+
+def ipv4_target(target: str) -> tuple[str, int] | None:
+    """(`a.b.c.d`, port) for an IPv4 `host:port`, else None (IPv6 or a name)."""
+    host, _, port = target.rpartition(":")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.version != 4 or not port.isdigit():
+        return None
+    return str(ip), int(port)
+
+
+def _source_address(ip: str) -> str:
+    """The local address the kernel picks to reach `ip` (no packet is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((ip, 9))
+        return s.getsockname()[0]
+
+
+def vip_for(home: str, app_id: int, targets: Sequence[str]) -> Vip | None:
+    """The app's VIP for these targets, or None when they cannot be reached by DNAT."""
+    parsed = [ipv4_target(t) for t in targets]
+    if not parsed or any(p is None for p in parsed):
+        return None
+    first = parsed[0][0]  # type: ignore[index]
+    digest = hashlib.sha256(f"{home}\0{app_id}".encode()).digest()
+    port = 1 + (int.from_bytes(digest[:4], "big") + app_id) % VIP_PORT_SPAN
+    try:
+        source = _source_address(first)
+    except OSError:
+        return None
+    if ipaddress.ip_address(source).is_loopback:
+        # Targets on the host itself: any 127/8 address is ours; one per app keeps apps apart.
+        offset = int.from_bytes(digest[4:8], "big") % (LOOPBACK_VIP_NET.num_addresses - 2)
+        return Vip(str(LOOPBACK_VIP_NET.network_address + 1 + offset), port)
+    return Vip(source, port)
+
+
+class Dnat:
+    """This home's chains in the nat table."""
+
+    def __init__(self, home: str) -> None:
+        self.tag = home_tag(home)
+        self.home_chain = f"DY-{self.tag}"
+
+    def app_chain(self, app_id: int) -> str:
+        return f"DYA-{self.tag}-{app_id}"
+
+    # -- reading ------------------------------------------------------------------------
+    def installed(self) -> tuple[dict[int, AppRules], bool]:
+        """Every app chain of this home as the kernel has it (reached through the home
+        chain), and whether nat OUTPUT jumps to the home chain."""
+        out = _run([_need("iptables-save"), "-t", "nat"], None)
+        jump = any(_is_output_jump(line, self.home_chain) for line in out.splitlines())
+        jumps: dict[str, Vip] = {}
+        targets: dict[str, list[str]] = {}
+        vips: dict[str, Vip] = {}
+        prefix = f"DYA-{self.tag}-"
+        for line in out.splitlines():
+            m = _CHAIN_RULE.match(line)
+            if not m:
+                continue
+            vip = Vip(m["vip"], int(m["port"]))
+            if m["chain"] == self.home_chain and m["jump"] and m["jump"].startswith(prefix):
+                jumps[m["jump"]] = vip
+            elif m["chain"].startswith(prefix) and m["target"]:
+                targets.setdefault(m["chain"], []).append(m["target"])
+                vips[m["chain"]] = vip
+        found = {}
+        for chain, vip in jumps.items():
+            if vips.get(chain) == vip:
+                found[int(chain[len(prefix):])] = AppRules(vip, tuple(targets[chain]))
+        return found, jump
+
+    # -- writing ------------------------------------------------------------------------
+    def switch(self, app_id: int, new: AppRules | None, old: AppRules | None) -> None:
+        """Move one app from `old` (what this home routed) to `new` in one transaction that
+        touches only that app's chain and its one jump: the cost is the same with one app
+        or a hundred. Raises DnatError if the kernel's rules were not what `old` says (the
+        caller then repairs with `replace_all`)."""
+        if new == old:
+            return
+        chain = self.app_chain(app_id)
+        lines: list[str] = []
+        if new is not None:
+            lines += [f":{chain} - [0:0]", *self._app_rules(chain, new)]
+        if old is not None and (new is None or new.vip != old.vip):
+            lines.append(f"-D {self._jump_rule(app_id, old)}")
+        if new is not None and (old is None or new.vip != old.vip):
+            lines.append(f"-A {self._jump_rule(app_id, new)}")
+        if new is None:
+            lines += [f":{chain} - [0:0]", f"-X {chain}"]
+        self._restore(lines, ensure_jump=False)
+
+    def replace_all(self, apps: dict[int, AppRules], stale: Iterable[int] = ()) -> None:
+        """Make the kernel say exactly `apps` for this home (start-up, the watchdog's
+        repair, changes of every app at once)."""
+        lines = [f":{self.home_chain} - [0:0]"]
+        for app_id, rules in sorted(apps.items()):
+            chain = self.app_chain(app_id)
+            lines += [f":{chain} - [0:0]", *self._app_rules(chain, rules)]
+        lines += [f"-A {self._jump_rule(app_id, r)}" for app_id, r in sorted(apps.items())]
+        for app_id in sorted(set(stale) - set(apps)):
+            lines += [f":{self.app_chain(app_id)} - [0:0]", f"-X {self.app_chain(app_id)}"]
+        self._restore(lines, ensure_jump=True)
+
+    def remove_home(self) -> None:
+        """Take every chain of this home out of the kernel (tests, uninstall)."""
+        if not available():
+            return
+        apps, _ = self.installed()
+        out = _run([_need("iptables-save"), "-t", "nat"], None)
+        prefix = f":DYA-{self.tag}-"
+        chains = {ln.split()[0][1:] for ln in out.splitlines() if ln.startswith(prefix)}
+        chains |= {self.app_chain(a) for a in apps}
+        has_home = any(ln.startswith(f":{self.home_chain} ") for ln in out.splitlines())
+        lines = [f":{self.home_chain} - [0:0]"] if has_home else []
+        lines += [item for c in sorted(chains) for item in (f":{c} - [0:0]", f"-X {c}")]
+        with _lock:
+            while self._output_jump_present():
+                _run([_need("iptables"), "-w", "-t", "nat", "-D", "OUTPUT", *self._jump_args()],
+                     None)  # fmt: skip
+            if has_home:
+                lines.append(f"-X {self.home_chain}")
+            if lines:
+                _run([_need("iptables-restore"), "--noflush"], _restore_text(lines))
+
+    # -- helpers ------------------------------------------------------------------------
+    def _jump_args(self) -> list[str]:
+        return ["-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-j", self.home_chain]
+
+    def _output_jump_present(self) -> bool:
+        proc = subprocess.run(
+            [_need("iptables"), "-w", "-t", "nat", "-C", "OUTPUT", *self._jump_args()],
+            capture_output=True, timeout=RESTORE_TIMEOUT,
+        )  # fmt: skip
+        return proc.returncode == 0
+
+    def _app_rules(self, chain: str, rules: AppRules) -> list[str]:
+        match = f"-A {chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port}"
+        lines = []
+        count = len(rules.targets)
+        for i, target in enumerate(rules.targets):
+            checked = ipv4_target(target)
+            if checked is None:
+                raise DnatError(f"not an IPv4 address and port: {target!r}")
+            pick = ""
+            if i < count - 1:
+                pick = f" -m statistic --mode random --probability {1 / (count - i):.10f}"
+            lines.append(f"{match}{pick} -j DNAT --to-destination {checked[0]}:{checked[1]}")
+        return lines
+
+    def _jump_rule(self, app_id: int, rules: AppRules) -> str:
+        return (
+            f"{self.home_chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port} "
+            f"-j {self.app_chain(app_id)}"
+        )
+
+    def _restore(self, lines: list[str], ensure_jump: bool) -> None:
+        with _lock:
+            _run([_need("iptables-restore"), "--noflush"], _restore_text(lines))
+            if ensure_jump and not self._output_jump_present():
+                # First in OUTPUT: Docker's own jump there matches published host ports on
+                # every local address.
+                _run([_need("iptables"), "-w", "-t", "nat", "-I", "OUTPUT", "1",
+                      *self._jump_args()], None)  # fmt: skip
+
+
+def _is_output_jump(line: str, chain: str) -> bool:
+    return line.startswith("-A OUTPUT ") and line.endswith(f"-j {chain}")
+
+
+def _restore_text(lines: list[str]) -> str:
+    return "*nat\n" + "\n".join(lines) + "\nCOMMIT\n"
+
+
+def _need(name: str) -> str:
+    found = _binary(name)
+    if found is None:
+        raise DnatError(f"{name} is not installed (apt-get install iptables)")
+    return found
+
+
+def _run(argv: list[str], stdin: str | None) -> str:
+    last = ""
+    for _attempt in range(3):  # nf_tables refuses a transaction that raced another: retry
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=RESTORE_TIMEOUT
+        )
+        if proc.returncode == 0:
+            return proc.stdout
+        last = "\n".join(
+            ln for ln in (proc.stderr or proc.stdout).splitlines() if "Warning:" not in ln
+        )
+    raise DnatError(f"{os.path.basename(argv[0])} failed: {last.strip() or 'no message'}")
