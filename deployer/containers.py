@@ -91,7 +91,7 @@ class ProcessSpec:
     instance: int | str  # a number, or for one-off phases the phase's name
     command: str | None
     environment: dict[str, str]
-    port: int | None  # web processes: where the app listens (reached on its network)
+    port: int | None  # web processes: where the app listens (nginx reaches it on its network)
     restart_policy: str = DEFAULT_RESTART_POLICY
     limits: Limits = Limits()
     networks: tuple[str, ...] = ()  # the app's own network first
@@ -151,9 +151,14 @@ def create(
         host["nano_cpus"] = int(limits.cpus * 1e9)
     if restart:
         host["restart_policy"] = parse_restart_policy(spec.restart_policy)
-    # No host port: nginx reaches a web container on its app-network address, like the
-    # checks do (Docker's userland port forwarder would be one more hop per request).
-    ports = [spec.port] if spec.port is not None else None
+    ports = None
+    if spec.port is not None:
+        # Routing never uses this port: nginx reaches a web container on its app-network
+        # address, like the checks do (Docker's userland forwarder would be one more hop
+        # per request). It stays published on 127.0.0.1 only, for an operator's curl and
+        # because tests/test_deployer.py holds that binding.
+        host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
+        ports = [spec.port]
     networks = list(spec.networks)
     if networks:
         host["network_mode"] = networks[0]
