@@ -27,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from dockyard.errors import DockyardError
-from proxy.render import NginxPaths
+from proxy.render import Listen, NginxPaths
 
 log = structlog.get_logger("proxy.nginx")
 
@@ -351,7 +351,18 @@ class Frontend:
     def is_serving(self) -> bool:
         raise NotImplementedError
 
-    def ensure_running(self) -> tuple[int | None, bool]:
+    def shared_text(self, listen: Listen) -> str:
+        """The part every app's file relies on (the main config, or the common file)."""
+        raise NotImplementedError
+
+    def start(self, changed: bool) -> int | None:
+        """At Dockyard's start, after the files were brought up to date (`changed`: some
+        text differs from what nginx runs): make nginx serve them, touching a running
+        nginx only if something changed."""
+        raise NotImplementedError
+
+    def watch(self, changed: bool) -> None:
+        """The watchdog's step after the files were brought up to date."""
         raise NotImplementedError
 
 
@@ -445,8 +456,23 @@ class OwnNginx(Frontend):
     def is_serving(self) -> bool:
         return self.master.pid() is not None
 
-    def ensure_running(self) -> tuple[int | None, bool]:
-        return self.master.ensure_running()
+    def shared_text(self, listen: Listen) -> str:
+        from proxy.render import render_main_config
+
+        return render_main_config(self.paths, listen)
+
+    def start(self, changed: bool) -> int | None:
+        pid, started = self.master.ensure_running()
+        if changed and not started:
+            pid = self.master.reload()
+        log.info("nginx ready", pid=pid, adopted=not started, reloaded=changed and not started)
+        return pid
+
+    def watch(self, changed: bool) -> None:
+        if self.master.pid() is None:
+            self.master.start()  # it died: start it with the files as they are now
+        elif changed:
+            self.reload()
 
 
 class SystemNginxFrontend(Frontend):
@@ -519,5 +545,18 @@ class SystemNginxFrontend(Frontend):
     def is_serving(self) -> bool:
         return True
 
-    def ensure_running(self) -> tuple[int | None, bool]:
-        return None, False
+    def shared_text(self, listen: Listen) -> str:
+        from proxy.render import render_upgrade_map
+
+        return render_upgrade_map()
+
+    def start(self, changed: bool) -> int | None:
+        if changed:
+            self.reload()
+        return None
+
+    def watch(self, changed: bool) -> None:
+        # The system nginx is the system's to keep running; we only reload it when one of
+        # our files had to be put right.
+        if changed:
+            self.reload()

@@ -69,8 +69,6 @@ from proxy.render import (
     NginxPaths,
     listen_address,
     render_app_file,
-    render_main_config,
-    render_upgrade_map,
 )
 from proxy.store import RouteStore
 
@@ -328,9 +326,7 @@ class Router:
 
     def render(self) -> str:
         """The shared part: the main nginx.conf (own master) or the common file (system)."""
-        if isinstance(self.frontend, SystemNginxFrontend):
-            return render_upgrade_map()
-        return render_main_config(self.paths, self.listen())
+        return self.frontend.shared_text(self.listen())
 
     def resolve(self, upstreams: list[str]) -> list[str]:
         """Names to addresses where routes go through DNAT; as given otherwise (nginx
@@ -478,29 +474,14 @@ class Router:
         self.record_listen()
         with reload_lock(self.paths.prefix):
             self.frontend = self._choose_frontend()
-            if isinstance(self.frontend, SystemNginxFrontend):
-                if self._install_everything(False, None):
-                    self.frontend.reload()
-                return None
-            changed = self._install_everything(False, None)
-            pid, started = self.master.ensure_running()
-            if changed and not started:
-                pid = self.master.reload()
-            log.info("nginx ready", pid=pid, adopted=not started, reloaded=changed)
-            return pid
+            return self.frontend.start(self._install_everything(False, None))
 
     def reconcile(self) -> None:
-        """Watchdog step: master alive, files and DNAT rules equal to what state says,
-        else fix them."""
+        """Watchdog step: files and DNAT rules equal to what state says (a local CLI's
+        change, a flushed table), nginx alive."""
         with reload_lock(self.paths.prefix):
             self.frontend = self._choose_frontend()
-            if isinstance(self.frontend, SystemNginxFrontend):
-                return
-            changed = self._install_everything(False, None)
-            if self.master.pid() is None:
-                self.master.start()
-            elif changed:
-                self.master.reload()
+            self.frontend.watch(self._install_everything(False, None))
             self._prune_certs()
 
     def _prune_certs(self) -> None:
