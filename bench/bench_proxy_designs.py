@@ -66,7 +66,8 @@ from proxy.dnat import AppRules, Dnat, Vip  # noqa: E402
 WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 DNS_NAME = "app.dockyard.internal"
 SWITCH_INTERVAL = 0.2
-COMMON = """worker_processes auto;
+COMMON = """user root;
+worker_processes auto;
 worker_rlimit_nofile 16384;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -152,8 +153,9 @@ class Dns(asyncio.DatagramProtocol):
             answer += socket.inet_aton(self.address)
             head = qid + b"\x81\x80" + struct.pack(">HHHH", 1, 1, 0, 0)
             self.transport.sendto(head + question + answer, addr)  # type: ignore[attr-defined]
-        else:
-            head = qid + b"\x81\x83" + struct.pack(">HHHH", 1, 0, 0, 0)
+        else:  # the name has no other records (NOERROR, no answer); other names: NXDOMAIN
+            flags = b"\x81\x80" if name == DNS_NAME else b"\x81\x83"
+            head = qid + flags + struct.pack(">HHHH", 1, 0, 0, 0)
             self.transport.sendto(head + question, addr)  # type: ignore[attr-defined]
 
 
@@ -238,7 +240,7 @@ def main() -> int:  # noqa: C901 (one scenario, read top to bottom)
             + "        keepalive_timeout 100ms;\n    }\n" + server(ports["dnat"], "http://u")
         )
         resolver_m.write(server(ports["resolver"], "http://$backend:80",
-                                f"resolver 127.0.0.1:{dns_port} valid=1s; "
+                                f"resolver 127.0.0.1:{dns_port} valid=1s ipv6=off; "
                                 f"set $backend {DNS_NAME};"))  # fmt: skip
         front_m.write(
             upstream_block("back", f"unix:{back_sock}")
@@ -247,8 +249,15 @@ def main() -> int:  # noqa: C901 (one scenario, read top to bottom)
         )  # fmt: skip
         for m in masters:
             m.start()
-        for port in ports.values():
-            wait_ok(port, "localhost")
+        logs = {"reload": reload_m, "dnat": dnat_m, "resolver": resolver_m, "two-tier": front_m}
+        for name, port in ports.items():
+            try:
+                wait_ok(port, "localhost")
+            except SystemExit:
+                for m in (logs[name], back_m):
+                    print(f"{name}: {m.prefix}/error.log:\n" + (m.prefix / "error.log").read_text()
+                          [-1500:])  # fmt: skip
+                raise
 
         print(f"conditions: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
               "upstreams: nginx in containers, 1 KB page, keep-alive")

@@ -2,9 +2,9 @@
 for a keep-alive upstream and for one that closes every connection.
 
 Upstreams (real containers on one bridge network, like an app's):
-- keep-alive: nginx from Debian in a container serving a 1 KB page (image
-  `dockyard-bench/nginx-upstream:1`, built here from `dockyard-base/debian:bookworm` when
-  missing);
+- keep-alive: nginx from Debian in a container serving a 1 KB page, to GETs and POSTs
+  (image `dockyard-bench/nginx-upstream:2`, built here from `dockyard-base/debian:bookworm`
+  when missing);
 - closing: busybox httpd serving the same 1 KB page (it closes every connection).
 
 Paths measured for each, with wrk (1 thread, `--connections` keep-alive connections,
@@ -48,7 +48,7 @@ from dockyard.services import Services  # noqa: E402
 from dockyard.settings import Settings  # noqa: E402
 from proxy.router import Router  # noqa: E402
 
-UPSTREAM_IMAGE = "dockyard-bench/nginx-upstream:1"
+UPSTREAM_IMAGE = "dockyard-bench/nginx-upstream:2"
 BASE_IMAGE = "dockyard-base/debian:bookworm"
 BUSYBOX = "dockyard-base/busybox:latest"
 NETWORK = "dockyard-bench-proxy"
@@ -61,7 +61,8 @@ RUN apt-get update && apt-get install -y --no-install-recommends nginx-light \\
 RUN printf '%s' '{PAGE}' > /var/www/html/index.html \\
  && printf 'worker_processes 1;\\nevents {{ worker_connections 1024; }}\\n\
 http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 75s; \
-server {{ listen 80; root /var/www/html; }} }}\\n' > /etc/nginx/nginx.conf
+server {{ listen 80; root /var/www/html; error_page 405 =200 $uri; }} }}\\n' \
+ > /etc/nginx/nginx.conf
 CMD ["nginx", "-g", "daemon off;"]
 """
 HAND_TUNED = """worker_processes auto;
