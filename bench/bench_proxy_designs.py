@@ -8,9 +8,9 @@ nginx master per design, all running at once on loopback ports:
 - reload:    the plain way and Dockyard's before this change: upstream keep-alive straight
              to the container's bridge address; a switch rewrites the upstream and reloads
              (SIGHUP). Its throughput is the hand-tuned baseline.
-- dnat:      Dockyard's design (proxy/dnat.py): upstream keep-alive to a stable VIP whose
-             DNAT chain a switch replaces with one `iptables-restore`; no reload. Upstream
-             connections live at most 200 ms of use or 100 ms idle, as rendered.
+- dnat:      Dockyard's design (proxy/dnat.py): upstream keep-alive to the stable VIP's 12
+             slots, whose DNAT chain a switch replaces with one `iptables-restore`; no
+             reload. Upstream connections live at most 200 ms of use or 100 ms idle.
 - resolver:  `proxy_pass http://$name` resolved at request time from a DNS responder in
              this process (nginx 1.22 has no `resolve` on upstream servers); a switch
              changes the DNS answer. A variable proxy_pass keeps no upstream connections.
@@ -207,8 +207,8 @@ def main() -> int:  # noqa: C901 (one scenario, read top to bottom)
         addresses = [f"{u[1]}:80" for u in ups]
         gateway = docker("network", "inspect", "-f", "{{range .IPAM.Config}}{{.Gateway}}{{end}}",
                          NETWORK)  # fmt: skip
-        vip = Vip(gateway, 7)
-        dnat.replace_all({1: AppRules(vip, (addresses[0],))})
+        vip = Vip(gateway, 1201)
+        dnat.replace_all({1: AppRules.spread(vip, [addresses[0]])})
         dns_port = free_port()
         dns = run_dns(dns_port)
         dns.address = ups[0][1]
@@ -235,7 +235,8 @@ def main() -> int:  # noqa: C901 (one scenario, read top to bottom)
         write_reload(0)
         write_back(0)
         dnat_m.write(
-            "    upstream u {\n" + f"        server {vip} max_fails=0;\n" * 3
+            "    upstream u {\n"
+            + "".join(f"        server {slot} max_fails=0;\n" for slot in vip.slots())
             + "        keepalive 64;\n        keepalive_time 200ms;\n"
             + "        keepalive_timeout 100ms;\n    }\n" + server(ports["dnat"], "http://u")
         )
@@ -280,7 +281,8 @@ def main() -> int:  # noqa: C901 (one scenario, read top to bottom)
                 write_reload(i)
                 reload_m.reload()
             elif name == "dnat":
-                dnat.switch(1, AppRules(vip, (addresses[i],)), AppRules(vip, (addresses[1 - i],)))
+                dnat.switch(1, AppRules.spread(vip, [addresses[i]]),
+                            AppRules.spread(vip, [addresses[1 - i]]))
             elif name == "resolver":
                 dns.address = ups[i][1]
             else:

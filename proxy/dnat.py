@@ -2,10 +2,13 @@
 
 nginx is never reloaded for a routine deploy, scale, config change or Dockyard restart: a
 reload closes idle client keep-alive connections under clients about to reuse them. So an
-app's nginx upstream is one address that does not change from deploy to deploy, its VIP
-(`address:port`), and a chain of DNAT rules in the nat table's OUTPUT path turns each new
-connection to the VIP into a connection to one of the app's live containers, chosen at
-random. Switching an app to new containers is one `iptables-restore` of that app's chain.
+app's nginx upstream is a set of addresses that does not change from deploy to deploy:
+SLOTS ports on one address, its VIP. nginx balances requests over the slots, round robin
+as over any upstream servers, and a chain of DNAT rules in the nat table's OUTPUT path
+turns each new connection to slot i into a connection to live container i mod n.
+Switching an app to new containers is one `iptables-restore` of that app's chain. (With a
+number of containers that does not divide SLOTS, some get one slot more: 3 of 12 is even,
+5 of 12 is 3/3/2/2/2.)
 
 Invariants:
 - Everything Dockyard adds lives in chains named after its home: `DY-<home>` (jumped to
@@ -43,14 +46,17 @@ from dockyard.errors import DockyardError
 log = structlog.get_logger("proxy.dnat")
 
 RESTORE_TIMEOUT = 20.0
-# VIP ports: within a home, apps on one address get distinct ports (the app id is in the
-# port); below the kernel's ephemeral range, so no outgoing connection holds one.
+# Ports per app: divisible by 1, 2, 3, 4 and 6 containers.
+SLOTS = 12
+# VIP ports: within a home, apps on one address get distinct blocks of SLOTS ports (the app
+# id picks the block); below the kernel's ephemeral range, so no outgoing connection holds
+# one.
 VIP_PORT_SPAN = 30000
 LOOPBACK_VIP_NET = ipaddress.ip_network("127.64.0.0/10")
 _CHAIN_RULE = re.compile(
     r"^-A (?P<chain>\S+) -d (?P<vip>[0-9.]+)/32 -p tcp (?:-m tcp )?--dport (?P<port>\d+)"
-    r"(?: -m statistic .*?)? -j (?:DNAT --to-destination (?P<target>[0-9.]+:\d+)"
-    r"|(?P<jump>\S+))\s*$"
+    r"(?::(?P<last>\d+))? -j (?:DNAT --to-destination (?P<target>[0-9.]+:\d+)|(?P<jump>\S+))"
+    r"\s*$"
 )
 _lock = threading.Lock()  # one iptables transaction at a time from this process
 
@@ -61,19 +67,32 @@ class DnatError(DockyardError):
 
 @dataclass(frozen=True)
 class Vip:
+    """`address`, ports `port` … `port + SLOTS - 1`."""
+
     address: str
     port: int
 
     def __str__(self) -> str:
         return f"{self.address}:{self.port}"
 
+    def slots(self) -> list[str]:
+        return [f"{self.address}:{self.port + i}" for i in range(SLOTS)]
+
 
 @dataclass(frozen=True)
 class AppRules:
-    """What one app's chain says: connections to `vip` go to one of `targets`."""
+    """What one app's chain says: a connection to slot i of `vip` goes to `slots[i]`."""
 
     vip: Vip
-    targets: tuple[str, ...]
+    slots: tuple[str, ...]
+
+    @classmethod
+    def spread(cls, vip: Vip, targets: Sequence[str]) -> AppRules:
+        return cls(vip, tuple(targets[i % len(targets)] for i in range(SLOTS)))
+
+    @property
+    def targets(self) -> set[str]:
+        return set(self.slots)
 
 
 def home_tag(home: str) -> str:
@@ -120,7 +139,8 @@ def vip_for(home: str, app_id: int, targets: Sequence[str]) -> Vip | None:
         return None
     first = parsed[0][0]  # type: ignore[index]
     digest = hashlib.sha256(f"{home}\0{app_id}".encode()).digest()
-    port = 1 + (int.from_bytes(digest[:4], "big") + app_id) % VIP_PORT_SPAN
+    blocks = VIP_PORT_SPAN // SLOTS
+    port = 1 + ((int.from_bytes(digest[:4], "big") + app_id) % blocks) * SLOTS
     try:
         source = _source_address(first)
     except OSError:
@@ -149,23 +169,27 @@ class Dnat:
         out = _run([_need("iptables-save"), "-t", "nat"], None)
         jump = any(_is_output_jump(line, self.home_chain) for line in out.splitlines())
         jumps: dict[str, Vip] = {}
-        targets: dict[str, list[str]] = {}
-        vips: dict[str, Vip] = {}
+        slots: dict[str, dict[int, str]] = {}
+        addresses: dict[str, str] = {}
         prefix = f"DYA-{self.tag}-"
         for line in out.splitlines():
             m = _CHAIN_RULE.match(line)
             if not m:
                 continue
-            vip = Vip(m["vip"], int(m["port"]))
+            port = int(m["port"])
             if m["chain"] == self.home_chain and m["jump"] and m["jump"].startswith(prefix):
-                jumps[m["jump"]] = vip
+                if m["last"] and int(m["last"]) == port + SLOTS - 1:
+                    jumps[m["jump"]] = Vip(m["vip"], port)
             elif m["chain"].startswith(prefix) and m["target"]:
-                targets.setdefault(m["chain"], []).append(m["target"])
-                vips[m["chain"]] = vip
+                slots.setdefault(m["chain"], {})[port] = m["target"]
+                addresses[m["chain"]] = m["vip"]
         found = {}
         for chain, vip in jumps.items():
-            if vips.get(chain) == vip:
-                found[int(chain[len(prefix):])] = AppRules(vip, tuple(targets[chain]))
+            by_port = slots.get(chain, {})
+            wanted = [vip.port + i for i in range(SLOTS)]
+            if addresses.get(chain) == vip.address and sorted(by_port) == wanted:
+                slots_of = tuple(by_port[p] for p in wanted)
+                found[int(chain[len(prefix) :])] = AppRules(vip, slots_of)
         return found, jump
 
     # -- writing ------------------------------------------------------------------------
@@ -233,22 +257,23 @@ class Dnat:
         return proc.returncode == 0
 
     def _app_rules(self, chain: str, rules: AppRules) -> list[str]:
-        match = f"-A {chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port}"
+        if len(rules.slots) != SLOTS:
+            raise DnatError(f"{SLOTS} slots expected, not {len(rules.slots)}")
         lines = []
-        count = len(rules.targets)
-        for i, target in enumerate(rules.targets):
+        for i, target in enumerate(rules.slots):
             checked = ipv4_target(target)
             if checked is None:
                 raise DnatError(f"not an IPv4 address and port: {target!r}")
-            pick = ""
-            if i < count - 1:
-                pick = f" -m statistic --mode random --probability {1 / (count - i):.10f}"
-            lines.append(f"{match}{pick} -j DNAT --to-destination {checked[0]}:{checked[1]}")
+            lines.append(
+                f"-A {chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port + i} "
+                f"-j DNAT --to-destination {checked[0]}:{checked[1]}"
+            )
         return lines
 
     def _jump_rule(self, app_id: int, rules: AppRules) -> str:
+        last = rules.vip.port + SLOTS - 1
         return (
-            f"{self.home_chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port} "
+            f"{self.home_chain} -d {rules.vip.address}/32 -p tcp --dport {rules.vip.port}:{last} "
             f"-j {self.app_chain(app_id)}"
         )
 

@@ -20,14 +20,14 @@ HTTPS_DEFAULT_PORT = 443
 # Our own name for the upgrade map, so it cannot clash with one the system nginx defines.
 UPGRADE_VAR = "$dockyard_connection_upgrade"
 UPSTREAM_KEEPALIVE = 64
-# A stable upstream (one VIP the kernel balances over the app's containers, proxy.dnat)
-# closes its kept-alive connections after STABLE_KEEPALIVE_TIME of use or
-# STABLE_KEEPALIVE_TIMEOUT idle, so none outlives a switch by more than their sum
+# A stable upstream (the app's VIP slots, forwarded by the kernel, proxy.dnat) closes its
+# kept-alive connections after STABLE_KEEPALIVE_TIME of use or STABLE_KEEPALIVE_TIMEOUT
+# idle, so none outlives a switch by more than their sum
 # (proxy.router.DRAIN_SECONDS): after that no new request reaches a retired container.
 STABLE_KEEPALIVE_TIME = "200ms"
 STABLE_KEEPALIVE_TIMEOUT = "100ms"
 # A retiring or not-yet-listening container must not fail a request: try the next one
-# (for a stable upstream: connect again, and the kernel picks a container again).
+# (for a stable upstream: the next slot, most often another container).
 NEXT_UPSTREAM_TRIES = 3
 NEXT_UPSTREAM_TIMEOUT = "10s"
 CONNECT_TIMEOUT = "5s"
@@ -82,8 +82,8 @@ class AppRoute:
     # ACME_ROOT/.well-known/acme-challenge/); None answers no challenges.
     acme_root: Path | None = None
     hsts: Hsts | None = None
-    # True: `upstreams` is one stable VIP that the kernel forwards to the live containers
-    # (proxy.dnat); changing containers then changes no nginx text.
+    # True: `upstreams` are the app's stable VIP slots, which the kernel forwards to the
+    # live containers (proxy.dnat); changing containers then changes no nginx text.
     stable: bool = False
 
 
@@ -225,9 +225,10 @@ def render_server_block(route: AppRoute, listen: Listen) -> str:
     names = " ".join(route.server_names)
     lines = [f"upstream {upstream_name(route.app)} {{"]
     if route.stable:
-        # The same VIP several times: a retry connects again and the kernel chooses again.
-        # Never marked down: one failed container must not take the app's only address.
-        lines += [f"    server {route.upstreams[0]} max_fails=0;"] * NEXT_UPSTREAM_TRIES
+        # The app's slots (proxy.dnat): each stands for whichever container the kernel
+        # forwards it to now, so none is ever marked down for a failure of the container
+        # that was there before.
+        lines += [f"    server {u} max_fails=0;" for u in route.upstreams]
         lines += [
             f"    keepalive {UPSTREAM_KEEPALIVE};",
             f"    keepalive_time {STABLE_KEEPALIVE_TIME};",

@@ -266,7 +266,7 @@ class Router:
         if self.dnat is None or not upstreams:
             return None
         vip = dnat.vip_for(self.home, app.id, upstreams)
-        return AppRules(vip, tuple(upstreams)) if vip is not None else None
+        return AppRules.spread(vip, upstreams) if vip is not None else None
 
     def plan(self, app: App, listen: Listen | None = None) -> Plan:
         upstreams = self.store.upstreams(app)
@@ -278,7 +278,7 @@ class Router:
         route = AppRoute(
             app=app.name,
             server_names=self.server_names(app),
-            upstreams=[str(rules.vip)] if rules else upstreams,
+            upstreams=rules.vip.slots() if rules else upstreams,
             client_max_body_size=self.body_size(app),
             cert=self.cert_paths(app) if self.store.cert(app) else None,
             # Every routed name answers HTTP-01, with or without a certificate.
@@ -383,7 +383,7 @@ class Router:
         if text_changed or force:
             frontend.reload()
         left = before.rules is not None and after.rules is not None and bool(
-            set(before.rules.targets) - set(after.rules.targets)
+            before.rules.targets - after.rules.targets
         )
         return left and before.rules.vip == after.rules.vip  # type: ignore[union-attr]
 
