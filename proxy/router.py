@@ -128,6 +128,8 @@ class _SharedExclusive:
 
 
 _global_locks: dict[Path, _SharedExclusive] = {}
+# Per nginx dir: the watchdog's fingerprint the last time everything was in order.
+_last_in_order: dict[Path, tuple[object, ...] | None] = {}
 _app_locks: dict[tuple[Path, int], threading.Lock] = {}
 _locks_guard = threading.Lock()
 
@@ -478,11 +480,36 @@ class Router:
 
     def reconcile(self) -> None:
         """Watchdog step: files and DNAT rules equal to what state says (a local CLI's
-        change, a flushed table), nginx alive."""
+        change, a flushed table), nginx alive. Rendering every app is skipped while nothing
+        it reads has changed since the last step that found everything in order (state.db
+        and its WAL, nginx's files, the kernel's rules of this home), so an idle server's
+        watchdog costs the same with 1 app or 100."""
         with reload_lock(self.paths.prefix):
             self.frontend = self._choose_frontend()
+            seen = self._fingerprint()
+            if seen is not None and _last_in_order.get(self.paths.prefix) == seen:
+                self.frontend.watch(False)
+                return
             self.frontend.watch(self._install_everything(False, None))
             self._prune_certs()
+            _last_in_order[self.paths.prefix] = self._fingerprint()
+
+    def _fingerprint(self) -> tuple[object, ...] | None:
+        """What the watchdog's rendering depends on, cheaply: sizes and times of the state
+        files and nginx's files, and this home's rules as the kernel has them."""
+        try:
+            stats = []
+            db = self.services.settings.state_db
+            for path in (db, db.with_name(db.name + "-wal"), self.paths.conf, self.paths.apps_dir):
+                st = path.stat() if path.exists() else None
+                stats.append((st.st_mtime_ns, st.st_size) if st else None)
+            files = sorted(
+                (name, f.stat().st_mtime_ns) for name, f in self.frontend.app_files().items()
+            )
+            rules = self.dnat.installed() if self.dnat is not None else None
+        except (OSError, DnatError):
+            return None
+        return (tuple(stats), tuple(files), repr(rules))
 
     def _prune_certs(self) -> None:
         """Certificate files of apps destroyed while this process did not see it happen."""
