@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import shutil
 import subprocess
 import sys
@@ -326,6 +327,9 @@ def main() -> int:
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             sys.exit(f"FAIL: {tool} is not installed; run make setup")
     total_sent = total_failed = 0
+    print(f"conditions: {a.connections} keep-alive clients (half GET, half POST, no retries) "
+          f"through Dockyard's nginx to a Python HTTP/1.1 app; {os.cpu_count()} cores, load "
+          f"average {os.getloadavg()[0]:.1f} at start")
     for n in range(1, a.rounds + 1):
         print(f"round {n}/{a.rounds}: {a.redeploys} redeploys, scale 1→3→1, config:set, restart")
         with tempfile.TemporaryDirectory(prefix="dockyard-zdt-") as tmp:
