@@ -123,6 +123,8 @@ class ScenarioResult:
     final_config: str = ""
     nginx_pid_before_restart: int | None = None
     nginx_pid_after_restart: int | None = None
+    workers_at_start: set[int] = field(default_factory=set)
+    workers_at_end: set[int] = field(default_factory=set)
 
     def report(self) -> str:
         r = self.load
@@ -141,8 +143,11 @@ class ScenarioResult:
         ]
         lines.append(
             f"nginx master pid before/after Dockyard restart: "
-            f"{self.nginx_pid_before_restart}/{self.nginx_pid_after_restart}"
-        )
+            f"{self.nginx_pid_before_restart}/{self.nginx_pid_after_restart}; workers "
+            + ("the same throughout (never reloaded)" if self.workers_at_start
+               and self.workers_at_start == self.workers_at_end else
+               f"{sorted(self.workers_at_start)} at start, {sorted(self.workers_at_end)} at end")
+        )  # fmt: skip
         return "\n".join(lines)
 
 
@@ -205,6 +210,13 @@ def nginx_pid(server: DockyardServer) -> int | None:
     return NginxMaster(NginxPaths(prefix=server.data_dir / "nginx")).pid()
 
 
+def nginx_workers(server: DockyardServer) -> set[int]:
+    from proxy.nginx import children
+
+    pid = nginx_pid(server)
+    return children(pid) if pid else set()
+
+
 class Scenario:
     """One app, changed every way under load. `server` is whichever `dockyard serve` runs
     now (the restart replaces it); the caller stops it and removes the leftovers."""
@@ -260,6 +272,7 @@ class Scenario:
             max_requests=LOAD_LIMIT_REQUESTS, count_bodies=True,
         )  # fmt: skip
         result = ScenarioResult(load=load.live)
+        result.workers_at_start = nginx_workers(self.server)
         steps: list[tuple[str, Callable[[], None]]] = [
             (f"push {version_body(n + 2)}", self.redeploy) for n in range(self.redeploys)
         ]
@@ -278,6 +291,7 @@ class Scenario:
                 with self.phase(result, name):
                     step()
                 time.sleep(HOLD)
+        result.workers_at_end = nginx_workers(self.server)
         result.final_body = http_get(port)[1]
         result.final_config = http_get(port, "/config.txt")[1]
         return result

@@ -394,8 +394,12 @@ class ReleaseDeployer:
         docker_ops.retirer.schedule(surplus, self.settings.wait_to_retire)
 
     def stop(self) -> int:
+        """Stop the live containers. The app's names stay routed, to no container (502 at
+        once, as Dokku's nginx does), not to addresses the stopped ones gave up."""
         self.releases.set_running(self.app, False)
         live = list(self.live_containers().values())
+        if any(docker_ops.instance_of(c)[0] == "web" for c in live):
+            router.publish(self.services, self.app.name, [])
         for c in live:
             c.stop(timeout=docker_ops.STOP_TIMEOUT)
         return len(live)

@@ -20,11 +20,13 @@ def publish(services: Services, app: str, upstreams: list[str]) -> list[str]:
     """Route `app` to these `host:port` upstreams (its live web containers) and return its
     URLs. Returns once every new request goes to these upstreams only (none to a
     container that left); raises DockyardError with nginx's message if the configuration
-    is refused (the previous one keeps serving)."""
+    is refused (the previous one keeps serving). With no upstreams (its containers are
+    stopped) the app's names stay routed and answer 502 at once; `unpublish` removes
+    them (404)."""
     target = services.apps.get(app)
     router = Router(services)
     checked = router.resolve(list(dict.fromkeys(check_upstream(u) for u in upstreams)))
-    router.apply(lambda: router.store.set_upstreams(target, checked), app=target)
+    router.apply(lambda: router.store.set_upstreams(target, checked, held=True), app=target)
     return router.urls(target)
 
 

@@ -235,9 +235,12 @@ def render_server_block(route: AppRoute, listen: Listen) -> str:
             f"    keepalive_timeout {STABLE_KEEPALIVE_TIMEOUT};",
             "}",
         ]
-    else:
+    elif route.upstreams:
         lines += [f"    server {u} max_fails=1 fail_timeout=5s;" for u in route.upstreams]
         lines += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+    else:
+        # Routed to no container (stopped): every request is a 502 at once.
+        lines += ["    server 127.0.0.1:1 down;", "}"]
     common = [
         f"    server_name {names};",
         f"    client_max_body_size {route.client_max_body_size};",

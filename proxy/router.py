@@ -272,11 +272,11 @@ class Router:
 
     def plan(self, app: App, listen: Listen | None = None) -> Plan:
         upstreams = self.store.upstreams(app)
-        if not upstreams:
-            # No live containers: no server block, so the host falls to the default 404
-            # server instead of to any other app.
+        if not upstreams and not self.store.held(app):
+            # Not routed: no server block, so the host falls to the default 404 server
+            # instead of to any other app.
             return Plan(None, None, None)
-        rules = self.rules(app, upstreams)
+        rules = self.rules(app, upstreams)  # held (no upstreams): none, the file says 502
         route = AppRoute(
             app=app.name,
             server_names=self.server_names(app),
