@@ -193,11 +193,13 @@ class Dnat:
         return found, jump
 
     # -- writing ------------------------------------------------------------------------
-    def switch(self, app_id: int, new: AppRules | None, old: AppRules | None) -> None:
+    def switch(
+        self, app_id: int, new: AppRules | None, old: AppRules | None, widened: bool = False
+    ) -> None:
         """Move one app from `old` (what this home routed) to `new` in one transaction that
         touches only that app's chain and its one jump: the cost is the same with one app
         or a hundred. Raises DnatError if the kernel's rules were not what `old` says (the
-        caller then repairs with `replace_all`)."""
+        caller then repairs with `replace_all`). `widened`: `widen` mapped `new` already."""
         if new == old:
             return
         chain = self.app_chain(app_id)
@@ -206,10 +208,18 @@ class Dnat:
             lines += [f":{chain} - [0:0]", *self._app_rules(chain, new)]
         if old is not None and (new is None or new.vip != old.vip):
             lines.append(f"-D {self._jump_rule(app_id, old)}")
-        if new is not None and (old is None or new.vip != old.vip):
+        if new is not None and (old is None or new.vip != old.vip) and not widened:
             lines.append(f"-A {self._jump_rule(app_id, new)}")
         if new is None:
             lines += [f":{chain} - [0:0]", f"-X {chain}"]
+        self._restore(lines, ensure_jump=False)
+
+    def widen(self, app_id: int, new: AppRules, old: AppRules) -> None:
+        """Map `new`'s VIP as well as `old`'s, while nginx moves from one to the other (an
+        app's network was made again); `switch(app_id, new, old)` then drops the old."""
+        chain = self.app_chain(app_id)
+        lines = [f":{chain} - [0:0]", *self._app_rules(chain, old), *self._app_rules(chain, new)]
+        lines.append(f"-A {self._jump_rule(app_id, new)}")
         self._restore(lines, ensure_jump=False)
 
     def replace_all(self, apps: dict[int, AppRules], stale: Iterable[int] = ()) -> None:

@@ -368,12 +368,20 @@ class Router:
                 change()
             after = self.plan(app)
             text_changed = after.text != read_text(path) if after.text else path.exists()
+            # Rules nginx will use exist before it reloads; rules nginx stops using go
+            # after (an app's last route, a new VIP): no connection finds its VIP unmapped.
+            moved = self.dnat is not None and after.rules != before.rules
+            later = moved and before.rules is not None and (
+                after.rules is None or after.rules.vip != before.rules.vip
+            ) and (text_changed or force)
             try:
                 if after.text is not None and (text_changed or force):
                     frontend.prepare()
                     tested = frontend.test_app(app.name, after.text)
-                if self.dnat is not None and after.rules != before.rules:
+                if moved and not later:
                     self._switch(app, after.rules, before.rules)
+                elif later and after.rules is not None and before.rules is not None:
+                    self.dnat.widen(app.id, after.rules, before.rules)  # type: ignore[union-attr]
             except BaseException:
                 if tested is not None:
                     tested.unlink(missing_ok=True)
@@ -384,15 +392,19 @@ class Router:
                 path.unlink(missing_ok=True)
         if text_changed or force:
             frontend.reload()
+        if later:
+            self._switch(app, after.rules, before.rules, widened=after.rules is not None)
         left = before.rules is not None and after.rules is not None and bool(
             before.rules.targets - after.rules.targets
         )
         return left and before.rules.vip == after.rules.vip  # type: ignore[union-attr]
 
-    def _switch(self, app: App, new: AppRules | None, old: AppRules | None) -> None:
+    def _switch(
+        self, app: App, new: AppRules | None, old: AppRules | None, widened: bool = False
+    ) -> None:
         assert self.dnat is not None
         try:
-            self.dnat.switch(app.id, new, old)
+            self.dnat.switch(app.id, new, old, widened)
         except DnatError as exc:
             # The kernel did not hold what state said (rules flushed, a crash between
             # state and kernel): put this home's whole table right, this app included.
