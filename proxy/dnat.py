@@ -230,7 +230,14 @@ class Dnat:
             chain = self.app_chain(app_id)
             lines += [f":{chain} - [0:0]", *self._app_rules(chain, rules)]
         lines += [f"-A {self._jump_rule(app_id, r)}" for app_id, r in sorted(apps.items())]
-        for app_id in sorted(set(stale) - set(apps)):
+        # Chains of apps no longer routed, `stale` or found in the kernel (a crash between
+        # a jump's removal and its chain's, a local CLI's change).
+        present = {
+            int(ln.split()[0][len(f":DYA-{self.tag}-") :])
+            for ln in _run([_need("iptables-save"), "-t", "nat"], None).splitlines()
+            if ln.startswith(f":DYA-{self.tag}-")
+        }
+        for app_id in sorted((set(stale) | present) - set(apps)):
             lines += [f":{self.app_chain(app_id)} - [0:0]", f"-X {self.app_chain(app_id)}"]
         self._restore(lines, ensure_jump=True)
 
