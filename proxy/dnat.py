@@ -28,6 +28,7 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
@@ -107,10 +108,22 @@ def _binary(name: str) -> str | None:
     return candidate if os.access(candidate, os.X_OK) else None
 
 
+@functools.cache
 def available() -> bool:
-    """DNAT needs root and the iptables tools; without them routes are written into the
-    nginx config and every change reloads (the `static` way)."""
-    return os.geteuid() == 0 and bool(_binary("iptables-restore") and _binary("iptables-save"))
+    """DNAT needs root, the iptables tools and a nat table they may read (not a container
+    without NET_ADMIN); without them routes are written into the nginx config and every
+    change reloads (the `static` way). Asked once per process."""
+    save = _binary("iptables-save")
+    if os.geteuid() != 0 or not save or not _binary("iptables-restore"):
+        return False
+    try:
+        probe = subprocess.run([save, "-t", "nat"], capture_output=True, timeout=RESTORE_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    if probe.returncode != 0:
+        error = probe.stderr.decode(errors="replace").strip()[:200]
+        log.warning("iptables unusable: routes go into nginx's files, a reload each", error=error)
+    return probe.returncode == 0
 
 
 def ipv4_target(target: str) -> tuple[str, int] | None:
