@@ -23,6 +23,7 @@ from builder.context import make_context
 from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
 from builder.isolation import (
+    ResolvedImage,
     check_ends_complete,
     check_image_sources,
     check_images_used,
@@ -226,9 +227,9 @@ class _BuildJob:
         it is, the result is removed. (Layers after a FROM may come from the cache of
         another app's build: the cache matches only identical instructions and files, so
         they hold nothing but this app's own content.)"""
-        used = [engine.full_id(i) for i in from_ids]
+        used = [i for i in (engine.full_id(i) for i in from_ids) if i]
         try:
-            check_images_used([i for i in used if i], self.app.name, engine.app_images)
+            check_images_used(used, self.app.name, lambda: engine.owners_of(used, self.app.name))
         except BuildFailed:
             engine.api().remove_image(image_id, force=True)
             raise
@@ -246,7 +247,27 @@ class _BuildJob:
             )
 
     def check_images(self, refs: list[str]) -> None:
-        check_image_sources(refs, self.app.name, engine.resolve_image, engine.app_images)
+        # Who owns what is asked only of the images these names resolve to (the checks and
+        # their order are check_image_sources' own; names resolve once each).
+        resolved: dict[str, ResolvedImage | None] = {}
+
+        def resolve(ref: str) -> ResolvedImage | None:
+            if ref not in resolved:
+                resolved[ref] = engine.resolve_image(ref)
+            return resolved[ref]
+
+        def owners() -> dict[str, str]:
+            ids = []
+            for ref in refs:
+                try:
+                    image = resolve(ref)
+                except BuildFailed:
+                    continue  # refused when the check reaches this name
+                if image is not None:
+                    ids.append(image.id)
+            return engine.owners_of(ids, self.app.name)
+
+        check_image_sources(refs, self.app.name, resolve, owners)
 
     def ensure(self, runtime: Runtime) -> None:
         """A runtime image missing from this host is pulled, with progress in the push."""

@@ -93,7 +93,7 @@ class ProcessSpec:
     instance: int | str  # a number, or for one-off phases the phase's name
     command: str | None
     environment: dict[str, str]
-    port: int | None  # published on 127.0.0.1 for web processes
+    port: int | None  # web processes: where the app listens (nginx reaches it on its network)
     restart_policy: str = DEFAULT_RESTART_POLICY
     limits: Limits = Limits()
     networks: tuple[str, ...] = ()  # the app's own network first
@@ -156,6 +156,10 @@ def create(
         host["restart_policy"] = parse_restart_policy(spec.restart_policy)
     ports = None
     if spec.port is not None:
+        # Routing never uses this port: nginx reaches a web container on its app-network
+        # address, like the checks do (Docker's userland forwarder would be one more hop
+        # per request). It stays published on 127.0.0.1 only, for an operator's curl and
+        # because tests/test_deployer.py holds that binding.
         host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
         ports = [spec.port]
     networks = list(spec.networks)
@@ -230,12 +234,6 @@ def address_in(container: Container, network: str) -> str:
     return address
 
 
-def host_port(container: Container, port: int) -> int | None:
-    container.reload()
-    bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
-    if not bindings:
-        return None
-    return int(bindings[0]["HostPort"])
 
 
 def app_containers(

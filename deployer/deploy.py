@@ -36,7 +36,7 @@ from deployer.healthchecks import (
     wait_running,
 )
 from deployer.image_pruning import prune_images
-from deployer.networks import ensure_app_network
+from deployer.networks import app_network_name, ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
 from dockyard.apps import App
@@ -168,6 +168,8 @@ class ReleaseDeployer:
         return found
 
     def upstream(self, container: Container) -> str | None:
+        """`address:PORT` of a web container on the app's own network (the host reaches
+        every bridge network; nothing is published on the host)."""
         process_type, _ = docker_ops.instance_of(container)
         if process_type != "web":
             return None
@@ -175,8 +177,11 @@ class ReleaseDeployer:
             item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item
         )
         port = int(env.get("PORT", DEFAULT_PORT))
-        host_port = docker_ops.host_port(container, port)
-        return f"127.0.0.1:{host_port}" if host_port else None
+        try:
+            address = docker_ops.address_in(container, app_network_name(self.app.name))
+        except DockyardError:
+            return None
+        return f"{address}:{port}"
 
     def publish(self, web: list[Container]) -> list[str]:
         upstreams = [u for u in (self.upstream(c) for c in web) if u]
@@ -408,8 +413,12 @@ class ReleaseDeployer:
         docker_ops.retirer.schedule(surplus, self.settings.wait_to_retire)
 
     def stop(self) -> int:
+        """Stop the live containers. The app's names stay routed, to no container (502 at
+        once, as Dokku's nginx does), not to addresses the stopped ones gave up."""
         self.releases.set_running(self.app, False)
         live = list(self.live_containers().values())
+        if any(docker_ops.instance_of(c)[0] == "web" for c in live):
+            router.publish(self.services, self.app.name, [])
         for c in live:
             c.stop(timeout=docker_ops.STOP_TIMEOUT)
         return len(live)
@@ -459,7 +468,7 @@ class ReleaseDeployer:
         return done
 
     def _wait_ports(self, web: list[Container], timeout: float = 5.0) -> None:
-        """A just-started container gets its host port a moment after `start` returns."""
+        """A just-started container gets its network address a moment after `start`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self.upstream(c) for c in web):

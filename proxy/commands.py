@@ -35,7 +35,7 @@ def _checked_domains(ctx: Context, router: Router, app: App, domains: list[str])
 
 
 def _set_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> None:
-    router.apply(lambda: router.store.set_domains(app, domains))
+    router.apply(lambda: router.store.set_domains(app, domains), app=app)
     ctx.event("domains", app.name, " ".join(domains))
     # Once the new names route (and answer HTTP-01): a Let's Encrypt app gets them covered.
     letsencrypt.after_domains_changed(ctx, app)

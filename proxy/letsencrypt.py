@@ -53,6 +53,7 @@ from dockyard.bridge import run_blocking
 from dockyard.commands.doctor import Finding, register_check
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
+from dockyard.locks import AppBusy, app_lock
 from dockyard.output import Output
 from dockyard.properties import BOOLEAN, Level, PropertyGroup
 from dockyard.services import Services
@@ -536,7 +537,9 @@ def renew_due(
         if reason is None:
             clear_resolved_failure(store, st)
             continue
-        if background and (st.next_attempt > time.time() or router.route(app) is None):
+        if background and (
+            st.next_attempt > time.time() or router.route(app) is None or _deploying(services, app)
+        ):
             continue
         out.step(f"Renewing {app.name}: {reason}")
         try:
@@ -546,6 +549,16 @@ def renew_due(
             out.warn(exc.message)
             failed.append(app.name)
     return renewed, failed
+
+
+def _deploying(services: Services, app: App) -> bool:
+    """A push or redeploy holds the app's lock: its own post-deploy hook will see to the
+    certificate, and the background must not issue it between the switch and that hook."""
+    try:
+        with app_lock(services.settings.locks_dir, app.name, timeout=0):
+            return False
+    except AppBusy:
+        return True
 
 
 # ---------------------------------------------------------------- hooks
