@@ -1,6 +1,7 @@
 """proxy: routes each app's host names to its live containers through nginx.
 
-The public surface the deployer uses is exactly `publish`, `unpublish` and `app_urls`.
+The public surface the deployer uses is exactly `publish`, `unpublish` and `app_urls`;
+Dockyard's own sites (the dashboard) are added with `register_site` (proxy/sites.py).
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ from __future__ import annotations
 from dockyard.services import Services
 from proxy import commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
 from proxy.router import Router
+from proxy.sites import register_site
 from proxy.validate import check_upstream
 
-__all__ = ["publish", "unpublish", "app_urls"]
+__all__ = ["publish", "unpublish", "app_urls", "register_site"]
 
 
 def publish(services: Services, app: str, upstreams: list[str]) -> list[str]:

@@ -14,6 +14,7 @@ from proxy import certs, letsencrypt
 from proxy.properties import PROXY
 from proxy.render import listen_address
 from proxy.router import GLOBAL_DOMAIN, Router
+from proxy.sites import site_routes
 from proxy.validate import check_domain
 
 
@@ -31,7 +32,10 @@ def _app_and_domains(name: str) -> CommandParser:
 def _checked_domains(router: Router, app: App, domains: list[str]) -> list[str]:
     checked = list(dict.fromkeys(check_domain(d) for d in domains))
     others = {router.default_domain(a): a.name for a in router.services.apps.all() if a != app}
+    own = {name for site in site_routes(router.services) for name in site.server_names}
     for domain in checked:
+        if domain in own:
+            raise Conflict(f"Domain {domain} is Dockyard's own (its dashboard)")
         if domain in others:
             raise Conflict(f"Domain {domain} is already used by app {others[domain]}")
     return checked

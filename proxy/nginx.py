@@ -241,6 +241,15 @@ class NginxMaster:
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
 
+    def reopen_logs(self) -> bool:
+        """SIGUSR1: the master has its workers reopen the log files (after a rotation
+        renamed them). False when no master of ours runs."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal(pid, signal.SIGUSR1)
+        return True
+
     def error_log_tail(self, lines: int = 5) -> str:
         try:
             text = self.paths.error_log.read_text(errors="replace")

@@ -46,6 +46,7 @@ from proxy.render import (
     render_server_block,
     render_upgrade_map,
 )
+from proxy.sites import site_routes
 from proxy.store import RouteStore
 
 log = structlog.get_logger("proxy")
@@ -186,7 +187,8 @@ class Router:
         return [f"{scheme}://{name}{suffix}" for name in self.server_names(app)]
 
     def render(self) -> str:
-        routes = self.routes()
+        # Sites (proxy/sites.py) first: the first server block naming a host wins.
+        routes = [*site_routes(self.services), *self.routes()]
         return render_main_config(self.paths, routes, self.listen(routes))
 
     # Changes
@@ -233,10 +235,14 @@ class Router:
             if change is not None:
                 change()
             routes = self.routes()
-            listen = self.listen(routes)
+            sites = site_routes(self.services)
+            listen = self.listen([*sites, *routes])
             wanted = {system_conf_path(conf_dir, r.app): render_server_block(r, listen)
                       for r in routes}  # fmt: skip
-            wanted[conf_dir / SYSTEM_COMMON_FILE] = render_upgrade_map()
+            # Sites' blocks live in the common file, whose name no app's file can have.
+            wanted[conf_dir / SYSTEM_COMMON_FILE] = "\n".join(
+                [render_upgrade_map(), *(render_server_block(s, listen) for s in sites)]
+            )
             saved = _write_system_files(conf_dir, wanted)
             try:
                 nginx.test()
