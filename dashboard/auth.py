@@ -160,18 +160,22 @@ class AuthStore:
 
     # Revocation and housekeeping
     def revoke_all(self, key_name: str | None) -> dict[str, int]:
-        """End the sessions, unused links and tokens of one key, or of every key (None)."""
+        """End the sessions, unused links and tokens of one key, or of every key (None);
+        returns how many of each were still usable."""
+        where, params = ("", ()) if key_name is None else (" AND key_name = ?", (key_name,))
         counts = {}
+        now = time.time()
         with self.state.transaction() as conn:
-            for table in ("dashboard_sessions", "dashboard_logins", "dashboard_tokens"):
-                if key_name is None:
-                    cur = conn.execute(f"DELETE FROM {table}")  # noqa: S608
-                else:
-                    cur = conn.execute(
-                        f"DELETE FROM {table} WHERE key_name = ?",  # noqa: S608
-                        (key_name,),
-                    )
-                counts[table.removeprefix("dashboard_")] = cur.rowcount
+            for table, usable in (
+                ("dashboard_sessions", "expires_at > ?"),
+                ("dashboard_logins", "expires_at > ? AND used_at IS NULL"),
+                ("dashboard_tokens", "expires_at > ?"),
+            ):
+                counts[table.removeprefix("dashboard_")] = conn.execute(
+                    f"SELECT COUNT(*) FROM {table} WHERE {usable}{where}",  # noqa: S608
+                    (now, *params),
+                ).fetchone()[0]
+                conn.execute(f"DELETE FROM {table} WHERE 1 = 1{where}", params)  # noqa: S608
         return counts
 
     def prune(self) -> int:

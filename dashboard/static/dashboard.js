@@ -147,12 +147,17 @@
       const opts = {
         width: width(el), height: 190,
         plugins: [deployMarkers(() => (latest ? latest.deploys : []))],
-        scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+        scales: {
+          // Up to now, so a deploy made in the current step is on the axis.
+          x: { time: true, range: (u, min, max) => (latest ? [latest.t[0], Math.max(max, latest.now)] : [min, max]) },
+          y: { range: (u, min, max) => [0, Math.max(1, (max || 0) * 1.1)] },
+        },
         axes: [{}, { label: yLabel, size: 56 }],
         legend: { live: true },
         series: [{}].concat(series.map((s, i) => ({
           label: s.label, stroke: s.color || COLORS[i % COLORS.length], width: 1.5,
-          spanGaps: !!s.spanGaps, points: { show: false },
+          // Sparse series (latency, samples) show their points: a lone one has no line.
+          spanGaps: !!s.spanGaps, points: { show: !!s.spanGaps, size: 4 },
         }))),
       };
       const u = new uPlot(opts, data, el);
