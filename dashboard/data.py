@@ -241,7 +241,10 @@ def build_log(
     BUILD_LOG_CHUNK), and whether the build is still running: the page polls this to show
     a push as it happens."""
     app = _checked_app(services, identity, name)
-    record = BuildStore(services.state).get(app, None if build_id == "latest" else build_id)
+    store = BuildStore(services.state)
+    if build_id == "latest" and not store.all(app):
+        return {"build": None, "status": "", "running": False, "offset": 0, "text": ""}
+    record = store.get(app, None if build_id == "latest" else build_id)
     path = build_log_path(services.settings, app.name, record.build_id)
     data = b""
     try:

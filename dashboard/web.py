@@ -396,8 +396,10 @@ async def rollback(request: web.Request) -> web.Response:
     # The same command an SSH client runs: its access check, lock, messages and event.
     status = await run_blocking(dispatch, ctx, ["releases:rollback", name, version])
     output = (out.getvalue() + err.getvalue()).decode("utf-8", "replace")
-    return page(request, "rollback.html", 200 if status == 0 else 409, me=found,
-                app_name=name, version=version, ok=status == 0, output=output)  # fmt: skip
+    # The command's exit status as HTTP: refused 13 → 403, no such app or release 20 → 404.
+    code = {0: 200, AccessDenied.exit_code: 403, NotFound.exit_code: 404}.get(status, 409)
+    return page(request, "rollback.html", code, me=found, app_name=name, version=version,
+                ok=status == 0, output=output)  # fmt: skip
 
 
 async def server_page(request: web.Request) -> web.Response:
