@@ -28,9 +28,10 @@ import json
 import math
 import os
 import re
+import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -65,7 +66,7 @@ def bin_upper_ms(i: int) -> float:
     return BIN_BASE**i
 
 
-def quantile_ms(histogram: dict[int, int], q: float) -> float | None:
+def quantile_ms(histogram: Mapping[int, int], q: float) -> float | None:
     """The q-quantile of a histogram in milliseconds, interpolated within its bin."""
     total = sum(histogram.values())
     if total == 0:
@@ -123,33 +124,23 @@ def _decode_hist(text: str) -> Counter[int]:
     return Counter({int(k): v for k, v in json.loads(text).items()})
 
 
+TABLES = (("dashboard_http", 60), ("dashboard_http_10m", 600))
+
+
 def store_buckets(
     state: StateStore, buckets: dict[tuple[str, int], Bucket], cursor: tuple[int, int] | None
 ) -> int:
-    """Add counts to the table (and move the cursor) in one transaction; returns how many
-    (app, minute) rows changed. Names no app has (destroyed meanwhile) are dropped."""
-    changed = 0
+    """Add counts to both tables (and move the cursor) in one transaction; returns how
+    many per-minute rows changed. Names no app has (destroyed meanwhile) are dropped."""
+    coarse: dict[tuple[str, int], Bucket] = {}
+    for (name, minute), bucket in buckets.items():
+        key = (name, minute // 600 * 600)
+        total = coarse.setdefault(key, Bucket())
+        total.add(bucket)
     with state.transaction() as conn:
         ids = {r["name"]: r["id"] for r in conn.execute("SELECT id, name FROM apps")}
-        for (name, minute), bucket in buckets.items():
-            app_id = ids.get(name)
-            if app_id is None:
-                continue
-            row = conn.execute(
-                "SELECT requests, s1, s2, s3, s4, s5, latency FROM dashboard_http "
-                "WHERE app_id = ? AND minute = ?",
-                (app_id, minute),
-            ).fetchone()
-            if row is not None:
-                bucket.add(Bucket(row["requests"], [row[f"s{i}"] for i in range(1, 6)],
-                                  _decode_hist(row["latency"])))  # fmt: skip
-            conn.execute(
-                "INSERT OR REPLACE INTO dashboard_http "
-                "(app_id, minute, requests, s1, s2, s3, s4, s5, latency) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (app_id, minute, bucket.requests, *bucket.status, _encode_hist(bucket.latency)),
-            )
-            changed += 1
+        changed = _upsert(conn, "dashboard_http", ids, buckets)
+        _upsert(conn, "dashboard_http_10m", ids, coarse)
         if cursor is not None:
             conn.execute(
                 "INSERT OR REPLACE INTO dashboard_log_cursor (id, inode, offset) VALUES (1, ?, ?)",
@@ -158,10 +149,40 @@ def store_buckets(
     return changed
 
 
+def _upsert(
+    conn: sqlite3.Connection, table: str, ids: dict[str, int],
+    buckets: dict[tuple[str, int], Bucket],
+) -> int:  # fmt: skip
+    changed = 0
+    for (name, minute), bucket in buckets.items():
+        app_id = ids.get(name)
+        if app_id is None:
+            continue
+        row = conn.execute(
+            f"SELECT requests, s1, s2, s3, s4, s5, latency FROM {table} "  # noqa: S608
+            "WHERE app_id = ? AND minute = ?",
+            (app_id, minute),
+        ).fetchone()
+        merged = Bucket()
+        merged.add(bucket)
+        if row is not None:
+            merged.add(Bucket(row["requests"], [row[f"s{i}"] for i in range(1, 6)],
+                              _decode_hist(row["latency"])))  # fmt: skip
+        conn.execute(
+            f"INSERT OR REPLACE INTO {table} "  # noqa: S608
+            "(app_id, minute, requests, s1, s2, s3, s4, s5, latency) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (app_id, minute, merged.requests, *merged.status, _encode_hist(merged.latency)),
+        )
+        changed += 1
+    return changed
+
+
 def prune(state: StateStore, now: float | None = None) -> None:
     cutoff = (now if now is not None else time.time()) - RETAIN_SECONDS
     with state.transaction() as conn:
-        conn.execute("DELETE FROM dashboard_http WHERE minute < ?", (int(cutoff),))
+        for table, _ in TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE minute < ?", (int(cutoff),))  # noqa: S608
         conn.execute("DELETE FROM dashboard_stats WHERE at < ?", (cutoff,))
 
 
@@ -264,32 +285,46 @@ class LogCollector:
 
 # ---------------------------------------------------------------- reading the table
 
-RANGES = {"1h": (3600, 60), "6h": (6 * 3600, 300), "1d": (86400, 600)}
+# name: (span, step, table); a step is a whole number of the table's rows.
+RANGES = {
+    "1h": (3600, 60, "dashboard_http"),
+    "6h": (6 * 3600, 600, "dashboard_http_10m"),
+    "1d": (86400, 600, "dashboard_http_10m"),
+}
 
 
 def http_series(state: StateStore, app_id: int, range_name: str, now: float) -> dict:
     """Points at the start of each step over the range: requests/s, per status class/s,
-    p50 and p95 (ms; null with no requests)."""
-    span, step = RANGES[range_name]
+    p50 and p95 (ms; null with no requests). Day-long ranges read the ten-minute table
+    (144 rows); the per-step sums are SQLite's GROUP BY."""
+    span, step, table = RANGES[range_name]
     last = int(now) // step * step
     first = last - span + step
     points = (last - first) // step + 1
     requests = [0] * points
     status = [[0] * points for _ in range(5)]
-    hists: list[Counter[int]] = [Counter() for _ in range(points)]
-    rows = state.query(
-        "SELECT minute, requests, s1, s2, s3, s4, s5, latency FROM dashboard_http "
-        "WHERE app_id = ? AND minute >= ? AND minute < ? ORDER BY minute",
-        (app_id, first, last + step),
-    )
-    for row in rows:
-        i = (row["minute"] - first) // step
-        requests[i] += row["requests"]
+    hists: list[dict[int, int]] = [{} for _ in range(points)]
+    where = "app_id = ? AND minute >= ? AND minute < ?"
+    params = (first, step, app_id, first, last + step)
+    for row in state.query(
+        "SELECT (minute - ?) / ? AS i, SUM(requests) AS n, SUM(s1) AS s1, SUM(s2) AS s2, "
+        f"SUM(s3) AS s3, SUM(s4) AS s4, SUM(s5) AS s5 FROM {table} WHERE {where} "
+        "GROUP BY i",
+        params,
+    ):
+        i = row["i"]
+        requests[i] = row["n"]
         for c in range(5):
-            status[c][i] += row[f"s{c + 1}"]
-        hists[i].update(_decode_hist(row["latency"]))
+            status[c][i] = row[f"s{c + 1}"]
+    for i, text in state.query(
+        f"SELECT (minute - ?) / ? AS i, latency FROM {table} WHERE {where}", params
+    ):
+        hist = hists[i]
+        for b, n in json.loads(text).items():
+            b = int(b)
+            hist[b] = hist.get(b, 0) + n
     # The last point's step is still running: rates are over the part already elapsed.
-    widths = [step] * points
+    widths = [float(step)] * points
     widths[-1] = max(1.0, min(step, now - last))
     return {
         "step": step,
@@ -308,9 +343,10 @@ def http_series(state: StateStore, app_id: int, range_name: str, now: float) -> 
 def recent_traffic(state: StateStore, now: float, window: int = 300) -> dict[int, dict]:
     """Per app id: requests/s and 5xx count over the last `window` seconds (the list)."""
     since = int(now) - window
+    # By the minute index: left to itself SQLite walks the whole table in app order.
     rows = state.query(
         "SELECT app_id, SUM(requests) AS n, SUM(s5) AS e FROM dashboard_http "
-        "WHERE minute >= ? GROUP BY app_id",
+        "INDEXED BY dashboard_http_minute WHERE minute >= ? GROUP BY app_id",
         (since // 60 * 60,),
     )
     span = max(60.0, now - since // 60 * 60)

@@ -3,9 +3,10 @@
 - `dashboard_logins`, `dashboard_sessions`, `dashboard_tokens`: digests of sign-in links,
   sessions and API tokens, with the key each names (dashboard/auth.py).
 - `dashboard_http`: traffic per app and minute from nginx's access log; `latency` is a
-  sparse JSON histogram (dashboard/metrics.py). `dashboard_log_cursor` is how far that log
-  has been read, written in the same transaction as the counts it produced, so a restart
-  neither loses nor counts twice.
+  sparse JSON histogram (dashboard/metrics.py). `dashboard_http_10m` holds the same per ten
+  minutes, written in the same transaction, for the 6-hour and day views.
+  `dashboard_log_cursor` is how far that log has been read, written in the same
+  transaction as the counts it produced, so a restart neither loses nor counts twice.
 - `dashboard_stats`: containers' CPU and memory samples (dashboard/engine.py).
 
 App-scoped rows reference `apps(id)` with ON DELETE CASCADE: a destroyed app's metrics go
@@ -65,5 +66,16 @@ register_migrations(
             inode INTEGER NOT NULL,
             offset INTEGER NOT NULL
         )""",
+        # The same traffic per ten minutes, for the day-long views (144 rows, not 1,440).
+        """CREATE TABLE dashboard_http_10m (
+            app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+            minute INTEGER NOT NULL,
+            requests INTEGER NOT NULL,
+            s1 INTEGER NOT NULL, s2 INTEGER NOT NULL, s3 INTEGER NOT NULL,
+            s4 INTEGER NOT NULL, s5 INTEGER NOT NULL,
+            latency TEXT NOT NULL,
+            PRIMARY KEY (app_id, minute)
+        )""",
+        "CREATE INDEX dashboard_http_10m_minute ON dashboard_http_10m (minute)",
     ],
 )

@@ -1,0 +1,450 @@
+"""The dashboard under load: how fast it answers, and what its metrics cost the proxy.
+
+1. Latency. A data dir with 100 apps (a current release each) and a full day of metrics
+   (per-minute traffic rows and 30-second CPU/memory samples for every app) is served by a
+   real `dockyard serve`; requests go through Dockyard's own nginx to the dashboard with a
+   session cookie, one at a time over a keep-alive connection. Reported: p50/p95/max of the
+   app list page (`/`), `/api/apps`, and `/api/apps/APP/metrics` for 1 h and 1 day.
+   Target: p95 < 50 ms.
+
+2. Cost of metric collection on the proxy's throughput. Dockyard's nginx proxies one app to a
+   fast upstream (a second nginx answering 1 KiB from memory), loaded by wrk. Three
+   configurations alternate round by round in the same run:
+     A  baseline: nginx's access log in the `combined` format, no collector (as before the
+        dashboard);
+     B  the JSON access log alone, nothing reading it;
+     C  the JSON access log and the dashboard's collector running its production loop
+        (`dashboard.server.collect_traffic`, every 2 s, through `run_blocking`).
+   Reported: median requests/s of each, the median of the per-round ratios C/A and B/A
+   (rounds alternate ABC, CBA…, so drift in the machine's load hits all three alike), and
+   the collector's own CPU. Target: C costs < 3 %. The run also checks that the collector
+   counted every request wrk completed.
+
+    .venv/bin/python bench/bench_dashboard.py [--requests 300] [--rounds 9] [--duration 4]
+
+Needs nginx and wrk (scripts/setup.sh installs both); everything runs on loopback and stops
+by itself, and the temporary data dir and every process are removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import asyncssh  # noqa: E402
+
+import dashboard  # noqa: E402, F401  (the stage: tables, site, hooks)
+import deployer  # noqa: E402, F401
+import proxy  # noqa: E402
+from dashboard import metrics  # noqa: E402
+from dashboard.auth import AuthStore  # noqa: E402
+from deployer.releases import NO_RELEASE, ReleaseStore  # noqa: E402
+from dockyard.services import Services  # noqa: E402
+from dockyard.settings import Settings  # noqa: E402
+from proxy.nginx import NginxMaster  # noqa: E402
+from proxy.router import Router  # noqa: E402
+
+APPS = 100
+DAY = 86400
+TARGET_P95_MS = 50.0
+TARGET_COST = 0.03
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def admin_session(services: Services) -> str:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    services.keys.add("bench", key.export_public_key().decode(), admin=True)
+    auth = AuthStore(services)
+    session = auth.redeem_login(auth.issue_login("bench")[0])
+    assert session is not None
+    return session.secret
+
+
+# ---------------------------------------------------------------- 1. latency
+
+
+def populate(services: Services, now: float) -> None:
+    rng = random.Random(16)
+    store = ReleaseStore(services.state)
+    routes = Router(services).store
+    for i in range(APPS):
+        app = services.apps.create(f"app-{i:03d}", "bench")
+        for v in (1, 2):
+            release = NO_RELEASE.successor(
+                f"Deploy {v:07x}", "bench", image=f"dockyard/{app.name}:{v}",
+                procfile={"web": "httpd"},
+            )  # fmt: skip
+            release.created_at = now - DAY + v * 3600
+            store.add(app, release)
+            store.make_current(app, release)
+        store.set_formation(app, {"web": 1})
+        # Stopped: no containers to make, and the list's work is the same. Routed, with a
+        # domain of its own, so the list computes every app's URLs.
+        store.set_running(app, False)
+        routes.set_upstreams(app, [f"127.0.0.1:{10000 + i}"])
+        routes.set_domains(app, [f"www.{app.name}.example.com"])
+        services.config.set(app, {f"VAR_{k}": "x" * 20 for k in range(10)})
+    first = int(now - DAY) // 60 * 60
+    apps = {a.name: a for a in services.apps.all()}
+    for hour in range(24):
+        buckets = {}
+        for name in apps:
+            for m in range(60):
+                minute = first + (hour * 60 + m) * 60
+                b = metrics.Bucket()
+                b.requests = rng.randint(200, 900)
+                b.status = [0, b.requests - 12, 5, 5, 2]
+                b.latency = Counter({rng.randint(4, 30): b.requests // 4 for _ in range(4)})
+                buckets[(name, minute)] = b
+        metrics.store_buckets(services.state, buckets, None)
+    rows = []
+    for app in apps.values():
+        for k in range(DAY // 30):
+            rows.append((app.id, now - DAY + k * 30, "web.1", rng.random() * 20,
+                         rng.randint(20, 60) << 20, 512 << 20))  # fmt: skip
+    with services.state.transaction() as conn:
+        conn.executemany(
+            "INSERT INTO dashboard_stats (app_id, at, dyno, cpu, memory, memory_limit) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def start_serve(data_dir: Path, http_port: int) -> tuple[subprocess.Popen, Path]:
+    log = data_dir.parent / "serve.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dockyard.cli", "serve", "--data-dir", str(data_dir),
+             "--ssh-listen", f"127.0.0.1:{free_port()}", "--http-listen", f"127.0.0.1:{http_port}",
+             "--https-listen", f"127.0.0.1:{free_port()}", "--log-format", "json"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=ROOT,
+        )  # fmt: skip
+    return proc, log
+
+
+def measure_latency(http_port: int, cookie: str, requests: int) -> dict[str, list[float]]:
+    host = f"dockyard.localhost:{http_port}"
+    paths = {
+        "app list page  /": "/",
+        "app list  /api/apps": "/api/apps",
+        "metrics 1 h  /api/apps/app-042/metrics?range=1h": "/api/apps/app-042/metrics?range=1h",
+        "metrics 1 day  /api/apps/app-042/metrics?range=1d": "/api/apps/app-042/metrics?range=1d",
+    }
+    conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
+    headers = {"Host": host, "Cookie": f"dockyard_session={cookie}"}
+
+    def get(path: str) -> float:
+        start = time.perf_counter()
+        conn.request("GET", path, headers=headers)
+        resp = conn.getresponse()
+        body = resp.read()
+        elapsed = (time.perf_counter() - start) * 1000
+        if resp.status != 200:
+            raise SystemExit(f"FAIL: {path} answered {resp.status}: {body[:300]!r}")
+        return elapsed
+
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            get("/login")
+            break
+        except (OSError, SystemExit, http.client.HTTPException):
+            if time.monotonic() > deadline:
+                raise
+            conn.close()
+            time.sleep(0.2)
+    for path in paths.values():  # warm up: imports, templates, SQLite's page cache
+        for _ in range(10):
+            get(path)
+    found: dict[str, list[float]] = {name: [] for name in paths}
+    for _ in range(requests):  # interleaved, so every path sees the same machine
+        for name, path in paths.items():
+            found[name].append(get(path))
+    conn.close()
+    return found
+
+
+def latency_part(tmp: Path, requests: int) -> bool:
+    data_dir = tmp / "latency" / "data"
+    services = Services(Settings(data_dir=data_dir))
+    now = time.time()
+    t0 = time.perf_counter()
+    populate(services, now)
+    cookie = admin_session(services)
+    rows = services.state.query_one("SELECT COUNT(*) AS n FROM dashboard_http")["n"]
+    samples = services.state.query_one("SELECT COUNT(*) AS n FROM dashboard_stats")["n"]
+    print(f"       {APPS} apps, {rows:,} traffic rows, {samples:,} CPU/memory samples "
+          f"(made in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
+    http_port = free_port()
+    proc, log = start_serve(data_dir, http_port)
+    try:
+        found = measure_latency(http_port, cookie, requests)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        NginxMaster(Router(services).paths).stop()
+    ok = True
+    print(f"       {requests} requests each, sequential, keep-alive, through nginx:")
+    for name, values in found.items():
+        p95 = pct(values, 0.95)
+        ok = ok and p95 < TARGET_P95_MS
+        print(f"       {name:<52} p50 {pct(values, 0.5):6.1f} ms  p95 {p95:6.1f} ms  "
+              f"max {max(values):6.1f} ms")  # fmt: skip
+    return ok
+
+
+# ---------------------------------------------------------------- 2. collection cost
+
+UPSTREAM_CONF = """daemon off;
+worker_processes 1;
+pid {prefix}/upstream.pid;
+error_log {prefix}/upstream-error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 100000;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{ return 200 "{body}"; }}
+    }}
+}}
+"""
+
+
+def start_upstream(prefix: Path, port: int) -> subprocess.Popen:
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "upstream.conf"
+    conf.write_text(UPSTREAM_CONF.format(prefix=prefix, port=port, body="x" * 1024))
+    proc = subprocess.Popen(["nginx", "-p", f"{prefix}/", "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("FAIL: the upstream nginx did not start")
+
+
+class Collector:
+    """The dashboard's own collection loop in a thread with its own event loop."""
+
+    def __init__(self, services: Services) -> None:
+        from dashboard.server import collect_traffic
+
+        self.loop = asyncio.new_event_loop()
+        self.task: asyncio.Task | None = None
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.task = asyncio.run_coroutine_threadsafe(
+            self._start(collect_traffic(services)), self.loop
+        ).result()
+
+    async def _start(self, coro) -> asyncio.Task:  # noqa: ANN001
+        return asyncio.ensure_future(coro)
+
+    def stop(self) -> None:
+        async def cancel() -> None:
+            assert self.task is not None
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel(), self.loop).result()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join()
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (0 for any that is gone)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(port: int, host: str, duration: float, connections: int) -> tuple[float, int]:
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{duration:.0f}s",
+         "-H", f"Host: {host}", f"http://127.0.0.1:{port}/"],
+        capture_output=True, text=True, timeout=duration + 30,
+    ).stdout  # fmt: skip
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if not rate or not total or errors:
+        raise SystemExit(f"FAIL: wrk said:\n{out}")
+    return float(rate.group(1)), int(total.group(1))
+
+
+def cost_part(tmp: Path, rounds: int, duration: float, connections: int) -> bool:
+    from proxy.nginx import children
+
+    data_dir = tmp / "cost" / "data"
+    http_port, upstream_port = free_port(), free_port()
+    services = Services(Settings(data_dir=data_dir, http_listen=("127.0.0.1", http_port)))
+    services.apps.create("web", "bench")
+    upstream = start_upstream(tmp / "cost" / "upstream", upstream_port)
+    router = Router(services)
+    router.record_listen()
+    master = NginxMaster(router.paths)
+    collector: Collector | None = None
+    try:
+        proxy.publish(services, "web", [f"127.0.0.1:{upstream_port}"])
+        json_conf = router.render()
+        access = router.paths.access_log
+        combined = json_conf.replace(f"access_log {access} dockyard_json",
+                                     f"access_log {access} combined")  # fmt: skip
+        assert combined != json_conf
+
+        def use(text: str) -> None:
+            tmp_conf = router.paths.conf.with_name("bench.conf")
+            tmp_conf.write_text(text)
+            master.test(tmp_conf)
+            os.replace(tmp_conf, router.paths.conf)
+            master.reload()
+
+        rates: dict[str, list[float]] = {"A": [], "B": [], "C": []}
+        counted_sent = 0
+        collector_cpu = nginx_cpu = busy = 0.0
+        wrk(http_port, "web.localhost", 2, connections)  # warm up
+        for r in range(rounds):
+            order = ["A", "B", "C"] if r % 2 == 0 else ["C", "B", "A"]
+            for config in order:
+                use(combined if config == "A" else json_conf)
+                if config == "C":
+                    # Start at the log's end: the other rounds' lines are not this one's.
+                    with services.state.transaction() as conn:
+                        conn.execute("DELETE FROM dashboard_log_cursor")
+                    before = _counted(services)
+                    collector = Collector(services)
+                    workers = sorted(children(master.pid() or 0))
+                    cpu0, ngx0, t0 = time.process_time(), cpu_seconds(workers), time.monotonic()
+                time.sleep(0.5)
+                rate, sent = wrk(http_port, "web.localhost", duration, connections)
+                rates[config].append(rate)
+                if config == "C":
+                    time.sleep(3.5)  # nginx flushes within 1 s, the collector reads every 2 s
+                    assert collector is not None
+                    collector.stop()
+                    collector = None
+                    collector_cpu += time.process_time() - cpu0
+                    nginx_cpu += cpu_seconds(workers) - ngx0
+                    busy += time.monotonic() - t0
+                    counted = _counted(services) - before
+                    counted_sent += sent
+                    # wrk counts completed requests; nginx logs the few still in flight too.
+                    if not sent <= counted <= sent + connections:
+                        raise SystemExit(f"FAIL: wrk completed {sent}, collector counted {counted}")
+            print(f"       round {r + 1}: A {rates['A'][-1]:>7,.0f}  B {rates['B'][-1]:>7,.0f}  "
+                  f"C {rates['C'][-1]:>7,.0f} req/s   C/A {rates['C'][-1] / rates['A'][-1]:.3f}",
+                  flush=True)  # fmt: skip
+        median = {k: statistics.median(v) for k, v in rates.items()}
+        paired = {k: statistics.median(c / a for c, a in zip(rates[k], rates["A"], strict=True))
+                  for k in ("B", "C")}  # fmt: skip
+        cost = 1 - paired["C"]
+        print(f"       A combined log, no collector:      {median['A']:>9,.0f} req/s (median)")
+        print(f"       B JSON log, nothing reading it:    {median['B']:>9,.0f} req/s "
+              f"(median of per-round B/A: {paired['B']:.3f})")  # fmt: skip
+        print(f"       C JSON log + collector every 2 s:  {median['C']:>9,.0f} req/s "
+              f"(median of per-round C/A: {paired['C']:.3f})")  # fmt: skip
+        print(f"       the collector counted all {counted_sent:,} requests of the C rounds")
+        print(f"       collector CPU in the C rounds: {collector_cpu:.2f} s in {busy:.0f} s "
+              f"({collector_cpu / busy:.1%} of one core), {collector_cpu / nginx_cpu:.1%} of "
+              f"what Dockyard's nginx workers used ({nginx_cpu:.1f} s)")  # fmt: skip
+        print(f"       collection cost on throughput: {cost:+.1%} (target < {TARGET_COST:.0%})")
+        return cost < TARGET_COST
+    finally:
+        if collector is not None:
+            collector.stop()
+        master.stop()
+        upstream.terminate()
+        upstream.wait(timeout=10)
+
+
+def _counted(services: Services) -> int:
+    row = services.state.query_one("SELECT COALESCE(SUM(requests), 0) AS n FROM dashboard_http")
+    return int(row["n"])
+
+
+def parse_cost() -> None:
+    """The collector's own CPU per access-log line, on this machine."""
+    line = (b'{"t":1800000000.123,"app":"dockyard-web","s":200,"rt":0.002,"urt":"0.001",'
+            b'"host":"web.localhost","m":"GET","uri":"/","b":1024,"ip":"127.0.0.1","ref":"",'
+            b'"ua":"wrk"}\n')  # fmt: skip
+    chunk = line * 200_000
+    start = time.process_time()
+    buckets = metrics.aggregate(chunk)
+    elapsed = time.process_time() - start
+    assert sum(b.requests for b in buckets.values()) == 200_000
+    print(f"       parsing: {elapsed / 200_000 * 1e6:.2f} µs of CPU per access-log line "
+          f"({len(line)} bytes a line)")  # fmt: skip
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if shutil.which(tool) is None:
+            return print(f"FAIL: {tool} is not installed; run scripts/setup.sh") or 1
+    print(f"-----> bench_dashboard on {os.cpu_count()} cores, load average "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}")  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="dockyard-bench-dashboard-"))
+    try:
+        print("-----> 1. latency, 100 apps and a day of metrics")
+        latency_ok = latency_part(tmp, args.requests)
+        print("-----> 2. cost of metric collection on proxy throughput "
+              f"(wrk, {args.connections} connections, {args.rounds} rounds x "
+              f"{args.duration:.0f} s per configuration, interleaved)")  # fmt: skip
+        cost_ok = cost_part(tmp, args.rounds, args.duration, args.connections)
+        parse_cost()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"-----> latency target {'met' if latency_ok else 'MISSED'}; "
+          f"collection cost target {'met' if cost_ok else 'MISSED'}")  # fmt: skip
+    return 0 if latency_ok and cost_ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
