@@ -23,8 +23,11 @@ die() { echo " !     $*" >&2; exit 1; }
 # python3-venv: Debian's python3 has no ensurepip without it. systemd: the tests verify
 # the unit with systemd-analyze. wrk: the proxy benchmark's load generator. pebble (with
 # pebble-challtestsrv): Let's Encrypt's test ACME server, for the letsencrypt tests.
+# chromium, chromium-driver: the dashboard's browser tests (Selenium drives Debian's
+# Chromium; no browser is ever downloaded).
 PACKAGES=(docker.io nginx git openssh-client openssh-server busybox-static
-          debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk pebble)
+          debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk pebble
+          chromium chromium-driver)
 OPTIONAL_PACKAGES=(sqlite3)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
