@@ -493,6 +493,8 @@ ATTACK_ARGS: dict[str, list[str]] = {
     "resource:limit": ["APP", "--memory", "1g"], "restore": ["/tmp/x.tgz", "--force"],
     "run": ["APP", "id"], "ssh-keys:add": ["evil"], "ssh-keys:remove": ["admin"],
     "doctor": [], "ssh-keys:list": [],
+    "dashboard:set": ["APP", "login-ttl", "5"], "dashboard:certs-add": [],
+    "dashboard:certs-remove": [],
 }  # fmt: skip
 
 
