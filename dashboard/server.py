@@ -44,14 +44,22 @@ PRUNE_INTERVAL = 600.0
 _runners: list[web.AppRunner] = []
 
 
+# sockaddr_un holds 108 bytes with the NUL: a deeper data dir listens on loopback instead.
+MAX_SOCKET_PATH = 100
+
+
 async def _listen(services: Services, runner: web.AppRunner) -> str:
     listen = LISTEN.raw(services.properties, None)
+    path = socket_path(services)
+    if not listen and len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        log.warning("data dir too deep for a unix socket; the dashboard listens on loopback",
+                    path=str(path))  # fmt: skip
+        listen = "127.0.0.1:0"
     if listen:
         host, port = parse_listen(listen)
         await web.TCPSite(runner, host, port, reuse_address=True).start()
         bound_port = runner.addresses[-1][1]
         return f"[{host}]:{bound_port}" if ":" in host else f"{host}:{bound_port}"
-    path = socket_path(services)
     path.parent.mkdir(mode=0o700, exist_ok=True)
     path.unlink(missing_ok=True)  # left by a server that was killed
     await web.UnixSite(runner, str(path)).start()

@@ -33,6 +33,7 @@ Invariants:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -51,6 +52,7 @@ from dockyard.access import Access, Identity, check_access
 from dockyard.bridge import run_blocking
 from dockyard.errors import AccessDenied, DockyardError, NotFound, UsageError
 from dockyard.registry import dispatch
+from dockyard.services import Services
 
 log = structlog.get_logger("dockyard.dashboard")
 
@@ -83,11 +85,11 @@ class Who:
 class Dashboard:
     """The running dashboard's shared state: services, the auth store, the engine view."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.auth = AuthStore(services)
         self._view: EngineView | None = None
-        self._view_task: Any = None
+        self._view_task: asyncio.Future[EngineView] | None = None
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(PACKAGE_DIR / "templates"),
             autoescape=True,
@@ -104,8 +106,6 @@ class Dashboard:
 
     async def engine_view(self) -> EngineView:
         """The engine's listing, read at most once per VIEW_MAX_AGE for all requests."""
-        import asyncio
-
         view = self._view
         if view is not None and time.time() - view.at < VIEW_MAX_AGE:
             return view
@@ -113,11 +113,12 @@ class Dashboard:
             self._view_task = asyncio.ensure_future(run_blocking(read_view, self.services))
         task = self._view_task
         try:
-            self._view = await asyncio.shield(task)
+            view = await asyncio.shield(task)
         finally:
             if self._view_task is task and task.done():
                 self._view_task = None
-        return self._view
+        self._view = view
+        return view
 
 
 def ago(ts: float | None) -> str:
@@ -448,7 +449,7 @@ ROUTES: list[tuple[str, str, Handler, str]] = [
 ]
 
 
-def make_app(services: Any) -> web.Application:
+def make_app(services: Services) -> web.Application:
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024)
     app[DASHBOARD_KEY] = Dashboard(services)
     for method, path, handler, _ in ROUTES:

@@ -15,6 +15,8 @@ import json
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -30,7 +32,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from dashboard.web import ROUTES
-from tests.conftest import DockyardServer
+from tests.conftest import (
+    DockyardServer,
+    _provision,
+    remove_server_leftovers,
+    start_server,
+    stop_server,
+)
 from tests.deploying import ok
 
 pytestmark = pytest.mark.e2e
@@ -423,3 +431,25 @@ def test_no_secret_reaches_a_log(srv: DockyardServer) -> None:
         core = secret.removeprefix("dyt_")
         for name, text in logs.items():
             assert core not in text, f"a secret reached the {name} log"
+
+
+def test_the_dashboard_can_listen_on_a_loopback_port(tmp_path: Path) -> None:
+    """`dashboard:set --global listen 127.0.0.1:0`: a port the kernel picks, recorded and
+    routed at start (the default, a unix socket, is what the other tests use)."""
+    data_dir, keys_dir, admin_key, user_key = _provision(tmp_path)
+    cli = [sys.executable, "-m", "dockyard.cli", "--data-dir", str(data_dir)]
+    subprocess.run([*cli, "dashboard:set", "--global", "listen", "127.0.0.1:0"], check=True,
+                   capture_output=True)  # fmt: skip
+    other = start_server(data_dir, keys_dir, admin_key, user_key)
+    try:
+        wait_for_dashboard(other)
+        conf = (data_dir / "nginx" / "nginx.conf").read_text()
+        upstream = re.search(r"upstream dockyard-_dashboard \{\n\s+server (127\.0\.0\.1:\d+) ",
+                             conf)  # fmt: skip
+        assert upstream and not upstream.group(1).endswith(":0"), conf
+        assert not (data_dir / "dashboard" / "http.sock").exists()
+        browser = signed_in(other)
+        assert browser.get("/api/apps").status == 200
+    finally:
+        stop_server(other)
+        remove_server_leftovers(other)
