@@ -2,8 +2,10 @@
 
 - `EngineView`: one listing of this home's containers (a single `containers` call with
   label filters, no per-container inspect), shared by every page for `VIEW_MAX_AGE`
-  seconds, so the app list costs the engine one call every few seconds however many people
-  look and however many apps there are.
+  seconds (and refreshed in the background while younger than `VIEW_MAX_STALE`), so the
+  app list costs the engine one call every few seconds however many people look and
+  however many apps there are, and a page waits for the engine only when nobody has looked
+  for a while.
 - `StatsSampler`: every `stats-interval` seconds, one non-streaming, one-shot stats call per
   running app container (at most `MAX_SAMPLED` per round), stored as rows in
   `dashboard_stats`. CPU is computed from our own consecutive samples (percent of one core),
@@ -28,6 +30,7 @@ from dockyard.services import Services
 log = structlog.get_logger("dockyard.dashboard")
 
 VIEW_MAX_AGE = 2.0
+VIEW_MAX_STALE = 10.0
 MAX_SAMPLED = 200
 ENGINE_TIMEOUT = 10
 

@@ -47,7 +47,7 @@ from aiohttp import web
 
 from dashboard import data
 from dashboard.auth import AuthStore, Session, csrf_ok
-from dashboard.engine import VIEW_MAX_AGE, EngineView, read_view
+from dashboard.engine import VIEW_MAX_AGE, VIEW_MAX_STALE, EngineView, read_view
 from dockyard.access import Access, Identity, check_access
 from dockyard.bridge import run_blocking
 from dockyard.errors import AccessDenied, DockyardError, NotFound, UsageError
@@ -105,20 +105,25 @@ class Dashboard:
         }
 
     async def engine_view(self) -> EngineView:
-        """The engine's listing, read at most once per VIEW_MAX_AGE for all requests."""
+        """The engine's listing, read at most once per VIEW_MAX_AGE for all requests. A
+        request never waits for the engine while a listing younger than VIEW_MAX_STALE
+        exists: that one is answered and a fresh one is read in the background."""
         view = self._view
-        if view is not None and time.time() - view.at < VIEW_MAX_AGE:
-            return view
+        age = time.time() - view.at if view is not None else None
+        if age is not None and age < VIEW_MAX_AGE:
+            return view  # type: ignore[return-value]
         if self._view_task is None:
-            self._view_task = asyncio.ensure_future(run_blocking(read_view, self.services))
-        task = self._view_task
-        try:
-            view = await asyncio.shield(task)
-        finally:
-            if self._view_task is task and task.done():
-                self._view_task = None
-        self._view = view
-        return view
+            task = asyncio.ensure_future(run_blocking(read_view, self.services))
+            self._view_task = task
+            task.add_done_callback(self._keep_view)
+        if view is not None and age is not None and age < VIEW_MAX_STALE:
+            return view
+        return await asyncio.shield(self._view_task)
+
+    def _keep_view(self, task: asyncio.Future[EngineView]) -> None:
+        self._view_task = None
+        if not task.cancelled() and task.exception() is None:
+            self._view = task.result()
 
 
 def ago(ts: float | None) -> str:

@@ -407,3 +407,19 @@ def test_bad_ranges_and_names_are_usage_errors(svc: Services) -> None:
         data.app_metrics(svc, admin, "web", "1y")
     with pytest.raises(UsageError):
         data.app_metrics(svc, admin, "../etc", "1h")
+
+
+def test_a_site_must_have_a_name_no_app_can_have(svc: Services) -> None:
+    from proxy import sites
+    from proxy.render import AppRoute
+
+    def bad(services: Services) -> AppRoute:
+        return AppRoute(app="web", server_names=["x.localhost"], upstreams=["127.0.0.1:9"])
+
+    sites.register_site(bad)
+    try:
+        with pytest.raises(ValueError, match="site name"):
+            sites.site_routes(svc)
+    finally:
+        sites._providers.remove(bad)  # noqa: SLF001
+    assert [r.app for r in sites.site_routes(svc)] == []  # nothing recorded: no dashboard yet
