@@ -23,6 +23,10 @@
    swing by tens of percent from round to round. The run also checks that the collector
    counted every request wrk completed.
 
+3. nginx's own cost of the JSON log, independent of the machine's load: user-space
+   instructions per proxied request of a single nginx process under callgrind, `combined`
+   against Dockyard's JSON format (needs valgrind; skipped without it).
+
     .venv/bin/python bench/bench_dashboard.py [--requests 300] [--rounds 9] [--duration 4]
 
 Needs nginx and wrk (scripts/setup.sh installs both); everything runs on loopback and stops
@@ -449,9 +453,8 @@ def _counted(services: Services) -> int:
 
 def parse_cost() -> None:
     """The collector's own CPU per access-log line, on this machine."""
-    line = (b'{"app":"dockyard-web","s":200,"rt":0.002,"t":1800000000.123,"urt":"0.001",'
-            b'"host":"web.localhost","m":"GET","uri":"/","b":1024,"ip":"127.0.0.1","ref":"",'
-            b'"ua":"wrk"}\n')  # fmt: skip
+    line = (b'{"app":"dockyard-web","s":200,"rt":0.002,"t":"2026-12-01T04:27:31+00:00",'
+            b'"m":"GET","uri":"/","b":1024,"ip":"127.0.0.1","ref":"","ua":"wrk"}\n')
     chunk = line * 200_000
     start = time.process_time()
     buckets = metrics.aggregate(chunk)
@@ -459,6 +462,80 @@ def parse_cost() -> None:
     assert sum(b.requests for b in buckets.values()) == 200_000
     print(f"       parsing: {elapsed / 200_000 * 1e6:.2f} µs of CPU per access-log line "
           f"({len(line)} bytes a line)")  # fmt: skip
+
+
+# ---------------------------------------------------------------- 3. nginx's own cost
+
+
+def nginx_instructions(tmp: Path, requests: tuple[int, int] = (300, 1800)) -> dict[str, float]:
+    """User-space instructions per proxied request of one nginx process (master_process
+    off) under callgrind, with the `combined` log and with Dockyard's JSON log: counts do
+    not depend on what else the machine is doing. Per request = the difference between two
+    runs of different lengths, so start-up and shutdown cancel out."""
+    data_dir = tmp / "instructions" / "data"
+    http_port, upstream_port = free_port(), free_port()
+    services = Services(Settings(data_dir=data_dir, http_listen=("127.0.0.1", http_port)))
+    services.apps.create("web", "bench")
+    upstream = start_upstream(tmp / "instructions" / "upstream", upstream_port)
+    router = Router(services)
+    router.record_listen()
+    router.master.prepare_dirs()
+    router.store.set_upstreams(services.apps.get("web"), [f"127.0.0.1:{upstream_port}"])
+    text = router.render().replace("daemon on;", "daemon off;\nmaster_process off;")
+    text = text.replace("worker_processes auto;", "worker_processes 1;")
+    access = router.paths.access_log
+    configs = {
+        "combined": text.replace(f"access_log {access} dockyard_json",
+                                 f"access_log {access} combined"),
+        "Dockyard's JSON": text,
+    }  # fmt: skip
+
+    def run(conf_text: str, count: int) -> int:
+        conf = router.paths.prefix / "callgrind.conf"
+        conf.write_text(conf_text)
+        out = tmp / "instructions" / f"callgrind.{count}.out"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "nginx",
+             "-p", f"{router.paths.prefix}/", "-c", str(conf)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", http_port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise SystemExit("FAIL: nginx under callgrind did not start") from None
+                    time.sleep(0.2)
+            conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=60)
+            for _ in range(count):
+                conn.request("GET", "/", headers={"Host": "web.localhost", "User-Agent": "bench",
+                                                  "Referer": "http://example.com/"})
+                resp = conn.getresponse()
+                resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"FAIL: nginx under callgrind answered {resp.status}")
+            conn.close()
+            time.sleep(1.5)  # the log buffer is flushed (and counted) before the end
+        finally:
+            proc.send_signal(signal.SIGQUIT)
+            proc.wait(timeout=120)
+        found = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
+        if not found:
+            raise SystemExit("FAIL: no callgrind totals")
+        return int(found.group(1))
+
+    try:
+        result = {}
+        for name, conf_text in configs.items():
+            low, high = (run(conf_text, n) for n in requests)
+            result[name] = (high - low) / (requests[1] - requests[0])
+        return result
+    finally:
+        upstream.terminate()
+        upstream.wait(timeout=10)
 
 
 def main() -> int:
@@ -482,6 +559,15 @@ def main() -> int:
               f"{args.duration:.0f} s per configuration, interleaved)")  # fmt: skip
         cost_ok = cost_part(tmp, args.rounds, args.duration, args.connections)
         parse_cost()
+        if shutil.which("valgrind"):
+            print("-----> 3. nginx's own instructions per proxied request (callgrind, "
+                  "one process, machine load does not matter)")  # fmt: skip
+            counts = nginx_instructions(tmp)
+            base = counts["combined"]
+            for name, value in counts.items():
+                print(f"       {name:<16} {value:>9,.0f} instructions ({value / base - 1:+.1%})")
+        else:
+            print("-----> 3. skipped: valgrind is not installed (apt-get install valgrind)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"-----> latency target {'met' if latency_ok else 'MISSED'}; "

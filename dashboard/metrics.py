@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,14 +48,14 @@ BIN_BASE = 1.25
 BIN_COUNT = 64  # 1.25**63 ms is far beyond any proxy timeout
 
 _PREFIX = re.escape(upstream_name("").encode())
-# One group per line, from the app's name to the whole second: identical (app, status,
-# latency, second) keys are then counted by `Counter` in C before Python looks at them. A
-# match takes its whole line, so the next search starts where the last line ended instead
-# of being tried at every byte. A match cannot start inside a line: nginx's escape=json
+# One group per line, from the app's name to the time: identical (app, status, latency,
+# second) keys are then counted by `Counter` in C before Python looks at them. A match
+# takes its whole line, so the next search starts where the last line ended instead of
+# being tried at every byte. A match cannot start inside a line: nginx's escape=json
 # writes every `"` inside a value as `\"`.
 LINE_RE = re.compile(
     rb'\{"app":"' + _PREFIX + rb'([a-z0-9][a-z0-9-]{0,62}","s":[1-5]\d\d,"rt":[0-9.]{1,12},'
-    rb'"t":\d{1,12})\.\d+,[^\n]*\n'
+    rb'"t":"[0-9T:+-]{19,25})",[^\n]*\n'
 )
 
 
@@ -105,12 +106,19 @@ class Bucket:
 def aggregate(chunk: bytes) -> dict[tuple[str, int], Bucket]:
     """Count the complete lines of `chunk` per (app name, minute start)."""
     buckets: dict[tuple[str, int], Bucket] = {}
+    minutes: dict[bytes, int] = {}
     for key, n in Counter(LINE_RE.findall(chunk)).items():
-        # b'web","s":200,"rt":0.002,"t":1800000000'
+        # b'web","s":200,"rt":0.002,"t":"2026-12-01T04:27:31+00:00'
         app, _, rest = key.partition(b'","s":')
         status, _, rest = rest.partition(b',"rt":')
-        rt, _, second = rest.partition(b',"t":')
-        minute = int(second) // 60 * 60
+        rt, _, when = rest.partition(b',"t":"')
+        minute = minutes.get(when)
+        if minute is None:
+            try:
+                stamp = datetime.fromisoformat(when.decode()).timestamp()
+            except ValueError:
+                continue
+            minute = minutes[when] = int(stamp) // 60 * 60
         bucket = buckets.get((app.decode(), minute))
         if bucket is None:
             bucket = buckets[(app.decode(), minute)] = Bucket()

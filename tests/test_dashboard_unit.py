@@ -11,6 +11,7 @@ import re
 import subprocess
 import threading
 from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import asyncssh
@@ -38,11 +39,12 @@ NOW = 1_800_000_000.0
 
 def line(t: float, app: str, status: int, rt: float, uri: str = "/") -> bytes:
     """One access-log line as nginx writes it (proxy.render.ACCESS_LOG_FORMAT)."""
-    entry = {"app": app, "s": status, "rt": 0, "t": 0, "urt": "0.001", "host": "h", "m": "GET",
-             "uri": uri, "b": 2, "ip": "127.0.0.1", "ref": "", "ua": "x"}  # fmt: skip
+    when = datetime.fromtimestamp(int(t), UTC).astimezone(timezone(timedelta(hours=2)))
+    entry = {"app": app, "s": status, "rt": 0, "t": when.isoformat(), "m": "GET", "uri": uri,
+             "b": 2, "ip": "127.0.0.1", "ref": "", "ua": "x"}  # fmt: skip
     text = json.dumps(entry, separators=(",", ":"))
-    # The leading numbers exactly as nginx prints them ($msec, $request_time).
-    text = text.replace('"rt":0', f'"rt":{rt:.3f}', 1).replace('"t":0', f'"t":{t:.3f}', 1)
+    # $request_time exactly as nginx prints it (milliseconds).
+    text = text.replace('"rt":0', f'"rt":{rt:.3f}', 1)
     return text.encode() + b"\n"
 
 
