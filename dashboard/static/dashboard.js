@@ -209,7 +209,18 @@
     setInterval(() => { if (!document.hidden) refresh(); }, 5000);
   }
 
+  // ------------------------------------------------------------ one rollback per click
+  function rollbackForms() {
+    for (const form of $$("form.rollback")) {
+      form.addEventListener("submit", () => {
+        for (const b of $$("form.rollback button")) b.disabled = true;
+        form.querySelector("button").textContent = "Rolling back…";
+      });
+    }
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    rollbackForms();
     signIn();
     followBuilds();
     revealConfig();
