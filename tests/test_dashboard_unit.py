@@ -426,3 +426,15 @@ def test_a_site_must_have_a_name_no_app_can_have(svc: Services) -> None:
     finally:
         sites._providers.remove(bad)  # noqa: SLF001
     assert [r.app for r in sites.site_routes(svc)] == []  # nothing recorded: no dashboard yet
+
+
+def test_metrics_follow_a_rename_and_go_with_a_destroyed_app(svc: Services) -> None:
+    web = svc.apps.create("web", "admin")
+    metrics.store_buckets(svc.state, metrics.aggregate(line(NOW, "dockyard-web", 200, 0.01)),
+                          None)  # fmt: skip
+    svc.apps.rename("web", "site")
+    series = metrics.http_series(svc.state, web.id, "1h", NOW + 30)
+    assert sum(series["requests"]) == 1  # keyed by the app's id: the rename kept them
+    svc.apps.delete(svc.apps.get("site"))
+    for table, _ in metrics.TABLES:
+        assert svc.state.query_one(f"SELECT COUNT(*) AS n FROM {table}")["n"] == 0  # noqa: S608
