@@ -44,6 +44,7 @@ from dockyard.errors import NotFound, UsageError
 from dockyard.output import Output
 from dockyard.services import Services
 from proxy.letsencrypt import LeStore
+from proxy.properties import MODE_OWN
 from proxy.router import Router
 from services.base import ServiceStore
 
@@ -334,7 +335,9 @@ def server_info(services: Services, identity: Identity, view: EngineView) -> dic
             "pid": pid,
             "workers": len(children(pid)) if pid else 0,
             "config": str(router.paths.conf),
-            "in_sync": router.render() == _read(router.paths.conf),
+            # Dockyard's own master only: in mode `system` the files are the system's.
+            "in_sync": (router.render() == _read(router.paths.conf)
+                        if router.mode() == MODE_OWN else None),
             "error_log": router.master.error_log_tail(5) if pid else "",
         },
         "disk": {"path": str(services.settings.data_dir), "total": disk.total,
