@@ -19,8 +19,9 @@ from __future__ import annotations
 import io
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import docker.errors
 import requests
@@ -48,6 +49,7 @@ from proxy.properties import MODE_OWN
 from proxy.router import Router
 from services.base import ServiceStore
 
+T = TypeVar("T")
 RELEASES_SHOWN = 20
 BUILDS_SHOWN = 10
 EVENTS_SHOWN = 200
@@ -143,8 +145,32 @@ def app_summary(
     }
 
 
+class ListingRouter(Router):
+    """`Router` for one listing of many apps: the global settings every app's URLs need
+    (global domain, listen addresses) are read once, not once per app. The URL rule itself
+    stays `Router.urls`."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services)
+        self._once: dict[str, object] = {}
+
+    def _memo(self, key: str, read: Callable[[], T]) -> T:
+        if key not in self._once:
+            self._once[key] = read()
+        return self._once[key]  # type: ignore[return-value]
+
+    def global_domain(self) -> str:
+        return self._memo("global_domain", super().global_domain)
+
+    def http_listen(self) -> tuple[str, int]:
+        return self._memo("http_listen", super().http_listen)
+
+    def https_listen(self) -> tuple[str, int]:
+        return self._memo("https_listen", super().https_listen)
+
+
 def app_list(services: Services, identity: Identity, view: EngineView) -> dict:
-    router = Router(services)
+    router = ListingRouter(services)
     traffic = metrics.recent_traffic(services.state, time.time())
     overview = ReleaseStore(services.state).overview()
     apps = [
