@@ -379,14 +379,15 @@ def test_https_when_a_certificate_exists(srv: DockyardServer) -> None:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    assert srv.ssh("dashboard:certs-add", input=buf.getvalue(), key=srv.user_key).returncode == 13
+    refused = srv.ssh("dashboard:certs-add", input=buf.getvalue(), key=srv.user_key)
+    assert refused.returncode == 13, refused
     ok(srv.ssh("dashboard:certs-add", input=buf.getvalue()))
     try:
         url = srv.ssh("dashboard:url").stdout.strip()
         port = int(re.fullmatch(r"https://dockyard\.localhost:(\d+)", url).group(1))
         # Plain HTTP now redirects.
         answer = Browser(srv).get("/login")
-        assert answer.status == 301 and answer.headers["Location"].startswith(url)
+        assert answer.status == 301 and answer.headers["Location"].startswith(url), answer
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
@@ -403,8 +404,8 @@ def test_https_when_a_certificate_exists(srv: DockyardServer) -> None:
             "Host": host, "Origin": f"https://{host}",
             "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
         resp = conn.getresponse()
-        resp.read()
-        assert resp.status == 303
+        body = resp.read()
+        assert resp.status == 303, (resp.status, body[:500])
         cookie = resp.headers["Set-Cookie"]
         SECRETS.append(cookie.split(";")[0].partition("=")[2])
         assert cookie.startswith("__Host-dockyard_session=")
