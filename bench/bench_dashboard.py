@@ -54,7 +54,6 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -170,13 +169,8 @@ PATHS = {
 }
 
 
-def measure_latency(
-    http_port: int, cookie: str, requests: int, server_pids: Callable[[], list[int]]
-) -> tuple[dict[str, list[float]], dict[str, float]]:
-    """Wall-clock milliseconds per request (all paths interleaved), then the server side's
-    CPU milliseconds per request of each path (dockyard serve + nginx workers, path by
-    path, less what they use idle): the second depends far less on what else the machine
-    is doing."""
+def measure_latency(http_port: int, cookie: str, requests: int) -> dict[str, list[float]]:
+    """Wall-clock milliseconds per request, all paths interleaved."""
     host = f"dockyard.localhost:{http_port}"
     conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=30)
     headers = {"Host": host, "Cookie": f"dockyard_session={cookie}"}
@@ -208,22 +202,8 @@ def measure_latency(
     for _ in range(requests):  # interleaved, so every path sees the same machine
         for name, path in PATHS.items():
             found[name].append(get(path))
-    # The server's background work (nginx watchdog, collector, sampler) while idle, to be
-    # taken off what the requests cost.
-    pids = server_pids()
-    before, start = cpu_seconds(pids), time.monotonic()
-    time.sleep(5)
-    idle = (cpu_seconds(pids) - before) / (time.monotonic() - start)
-    cpu: dict[str, float] = {}
-    for name, path in PATHS.items():
-        pids = server_pids()
-        before, start = cpu_seconds(pids), time.monotonic()
-        for _ in range(requests // 3):
-            get(path)
-        used = cpu_seconds(pids) - before - idle * (time.monotonic() - start)
-        cpu[name] = max(0.0, used) / (requests // 3) * 1000
     conn.close()
-    return found, cpu
+    return found
 
 
 def latency_part(tmp: Path, requests: int) -> bool:
@@ -239,16 +219,8 @@ def latency_part(tmp: Path, requests: int) -> bool:
           f"(made in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
     http_port = free_port()
     proc, log = start_serve(data_dir, http_port)
-    master = NginxMaster(Router(services).paths)
-
-    def server_pids() -> list[int]:
-        from proxy.nginx import children
-
-        pid = master.pid()
-        return [proc.pid, *(sorted(children(pid)) if pid else [])]
-
     try:
-        found, cpu = measure_latency(http_port, cookie, requests, server_pids)
+        found = measure_latency(http_port, cookie, requests)
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -258,13 +230,12 @@ def latency_part(tmp: Path, requests: int) -> bool:
             proc.wait()
         NginxMaster(Router(services).paths).stop()
     ok = True
-    print(f"       {requests} requests each, sequential, keep-alive, through nginx "
-          "(server CPU: dockyard serve + nginx, per request):")  # fmt: skip
+    print(f"       {requests} requests each, sequential, keep-alive, through nginx:")
     for name, values in found.items():
         p95 = pct(values, 0.95)
         ok = ok and p95 < TARGET_P95_MS
         print(f"       {name:<52} p50 {pct(values, 0.5):6.1f} ms  p95 {p95:6.1f} ms  "
-              f"max {max(values):6.1f} ms  server CPU {cpu[name]:5.1f} ms")  # fmt: skip
+              f"max {max(values):6.1f} ms")  # fmt: skip
     return ok
 
 
