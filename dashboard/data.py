@@ -33,6 +33,7 @@ from deployer import containers as docker_ops
 from deployer.applogs import recent
 from deployer.releases import (
     STATUS_PENDING,
+    STATUS_SUCCEEDED,
     AppReleases,
     Release,
     ReleaseStore,
@@ -207,9 +208,10 @@ def app_detail(services: Services, identity: Identity, name: str, view: EngineVi
     for r in reversed(every[-RELEASES_SHOWN:]):
         entry = _release(r) or {}
         entry["current"] = r.version == current
-        entry["can_roll_back"] = r.status == "succeeded" and r.version != current
+        entry["can_roll_back"] = r.status == STATUS_SUCCEEDED and r.version != current
         releases.append(entry)
     builds = BuildStore(services.state).all(app)[:BUILDS_SHOWN]
+    active = builds[0].build_id if builds and builds[0].status == Status.RUNNING else None
     cert = router.store.cert(app)
     le = LeStore(services).get(app)
     live = view.live(app.name)
@@ -222,8 +224,7 @@ def app_detail(services: Services, identity: Identity, name: str, view: EngineVi
              "duration": None if b.duration is None else round(b.duration, 1)}
             for b in builds
         ],  # fmt: skip
-        "active_build": builds[0].build_id if builds and builds[0].status == Status.RUNNING
-        else None,
+        "active_build": active,
         "containers": [
             {"dyno": c.dyno, "state": c.state, "status": c.status, "release": f"v{c.release}",
              "id": c.id[:12]}

@@ -109,16 +109,15 @@ class Dashboard:
         request never waits for the engine while a listing younger than VIEW_MAX_STALE
         exists: that one is answered and a fresh one is read in the background."""
         view = self._view
-        age = time.time() - view.at if view is not None else None
-        if age is not None and age < VIEW_MAX_AGE:
-            return view  # type: ignore[return-value]
-        if self._view_task is None:
-            task = asyncio.ensure_future(run_blocking(read_view, self.services))
-            self._view_task = task
-            task.add_done_callback(self._keep_view)
-        if view is not None and age is not None and age < VIEW_MAX_STALE:
+        if view is not None and time.time() - view.at < VIEW_MAX_AGE:
             return view
-        return await asyncio.shield(self._view_task)
+        task = self._view_task
+        if task is None:
+            task = self._view_task = asyncio.ensure_future(run_blocking(read_view, self.services))
+            task.add_done_callback(self._keep_view)
+        if view is not None and time.time() - view.at < VIEW_MAX_STALE:
+            return view
+        return await asyncio.shield(task)
 
     def _keep_view(self, task: asyncio.Future[EngineView]) -> None:
         self._view_task = None
