@@ -232,11 +232,16 @@ def page(request: web.Request, template: str, status: int = 200, **values: Any) 
     return web.Response(text=text, status=status, content_type="text/html", charset="utf-8")
 
 
+# `<`, `>` and `&` as JSON escapes: the same value for any JSON parser, and no markup even
+# for a client that puts an answer into a page unescaped.
+_JSON_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
 def json_response(value: object, status: int = 200) -> web.Response:
+    text = json.dumps(value, ensure_ascii=False).translate(_JSON_HTML_SAFE)
     return web.Response(
-        text=json.dumps(value, ensure_ascii=False), status=status,
-        content_type="application/json", charset="utf-8",
-    )  # fmt: skip
+        text=text, status=status, content_type="application/json", charset="utf-8"
+    )
 
 
 # ---------------------------------------------------------------- middleware

@@ -293,6 +293,22 @@ def test_tokens_are_read_only_and_follow_the_same_rule(srv: DockyardServer) -> N
         assert answer.status == 401, bad
 
 
+def test_hostile_names_in_urls_are_refused_and_echoed_as_text(srv: DockyardServer) -> None:
+    """App names and config keys cannot carry markup (their rules refuse it); a URL that
+    tries is refused before it reaches anything, and the refusal quotes it escaped."""
+    admin = signed_in(srv)
+    for path in ("/apps/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+                 "/apps/x%22%3E%3Cimg%20src=x%20onerror=alert(1)%3E",
+                 "/api/apps/%3Cscript%3Ealert(1)%3C%2Fscript%3E",
+                 "/api/apps/secret-app/config/%3Cscript%3E"):  # fmt: skip
+        answer = admin.get(path)
+        assert answer.status in (400, 404), (path, answer.status)
+        assert "<script>alert" not in answer.body and "<img" not in answer.body, answer.body
+    page = admin.get("/apps/%3Cscript%3Ealert(1)%3C%2Fscript%3E")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.body
+    assert page.headers["Content-Type"].startswith("text/html")
+
+
 def test_config_values_stay_hidden_unless_asked_and_asking_is_recorded(
     srv: DockyardServer,
 ) -> None:
