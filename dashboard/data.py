@@ -28,7 +28,7 @@ import requests
 
 from builder.store import BuildStore, Status, build_log_path
 from dashboard import metrics
-from dashboard.engine import EngineView, stats_series
+from dashboard.engine import EngineView, read_view, stats_series
 from deployer import containers as docker_ops
 from deployer.applogs import recent
 from deployer.releases import (
@@ -190,8 +190,9 @@ def _checked_app(services: Services, identity: Identity, name: str) -> App:
     return context(services, identity).app(name)
 
 
-def app_detail(services: Services, identity: Identity, name: str, view: EngineView) -> dict:
+def app_detail(services: Services, identity: Identity, name: str) -> dict:
     app = _checked_app(services, identity, name)
+    view = read_view(services, app.name)  # this app's containers, now
     router = Router(services)
     traffic = metrics.recent_traffic(services.state, time.time())
     store = ReleaseStore(services.state)

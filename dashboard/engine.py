@@ -6,6 +6,8 @@
   app list costs the engine one call every few seconds however many people look and
   however many apps there are, and a page waits for the engine only when nobody has looked
   for a while.
+- An app's own page lists that app's containers afresh (one filtered call), so right after
+  a deploy it shows the new containers and their logs, not the shared listing's.
 - `StatsSampler`: every `stats-interval` seconds, one non-streaming, one-shot stats call per
   running app container (at most `MAX_SAMPLED` per round), stored as rows in
   `dashboard_stats`. CPU is computed from our own consecutive samples (percent of one core),
@@ -74,12 +76,13 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def read_view(services: Services) -> EngineView:
-    """One listing of this home's app containers (blocking)."""
+def read_view(services: Services, app: str | None = None) -> EngineView:
+    """One listing of this home's app containers, or of one app's (blocking)."""
     home = str(services.settings.data_dir)
+    which = f"{docker_ops.LABEL_APP}={app}" if app else docker_ops.LABEL_APP
     try:
         summaries = docker_ops.client().api.containers(
-            all=True, filters={"label": [f"{docker_ops.LABEL_HOME}={home}", docker_ops.LABEL_APP]}
+            all=True, filters={"label": [f"{docker_ops.LABEL_HOME}={home}", which]}
         )
     except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
         return EngineView(at=time.time(), error=f"Docker engine not reachable: {exc}")

@@ -345,9 +345,8 @@ async def apps_api(request: web.Request) -> web.Response:
 async def app_page(request: web.Request) -> web.Response:
     found = await require(request)
     d = dash(request)
-    view = await d.engine_view()
     detail = await run_blocking(
-        data.app_detail, d.services, found.identity, request.match_info["app"], view
+        data.app_detail, d.services, found.identity, request.match_info["app"]
     )
     return page(request, "app.html", me=found, app=detail)
 
@@ -355,9 +354,8 @@ async def app_page(request: web.Request) -> web.Response:
 async def app_api(request: web.Request) -> web.Response:
     found = await require(request)
     d = dash(request)
-    view = await d.engine_view()
     detail = await run_blocking(
-        data.app_detail, d.services, found.identity, request.match_info["app"], view
+        data.app_detail, d.services, found.identity, request.match_info["app"]
     )
     return json_response(detail)
 
