@@ -96,6 +96,16 @@ class Release:
         return self.procfile.get(process_type)
 
 
+@dataclass(frozen=True)
+class AppReleases:
+    """One app's releases at a glance (`ReleaseStore.overview`)."""
+
+    current: Release | None
+    newest: Release | None
+    running: bool
+    formation: dict[str, int]
+
+
 def _row_to_release(row) -> Release:
     return Release(
         version=row["version"],
@@ -229,6 +239,37 @@ class ReleaseStore:
                     "WHERE app_id = ? AND version = ?",
                     (renamed(row["image"]), renamed(row["built_image"]), app.id, row["version"]),
                 )
+
+    def overview(self) -> dict[int, AppReleases]:
+        """Every app's current and newest release, run state and formation in four queries
+        (by app id), for listings of many apps (the dashboard's app list)."""
+        state = {r["app_id"]: (r["current_version"], bool(r["running"]))
+                 for r in self.state.query("SELECT * FROM deploy_state")}  # fmt: skip
+        releases: dict[tuple[int, int], Release] = {}
+        newest: dict[int, int] = {}
+        for row in self.state.query(
+            "SELECT * FROM releases WHERE (app_id, version) IN ("
+            " SELECT app_id, MAX(version) FROM releases GROUP BY app_id"
+            " UNION SELECT app_id, current_version FROM deploy_state"
+            " WHERE current_version IS NOT NULL)"
+        ):
+            releases[(row["app_id"], row["version"])] = _row_to_release(row)
+            newest[row["app_id"]] = max(newest.get(row["app_id"], 0), row["version"])
+        formations: dict[int, dict[str, int]] = {}
+        for row in self.state.query(
+            "SELECT app_id, process_type, quantity FROM formation ORDER BY process_type"
+        ):
+            formations.setdefault(row["app_id"], {})[row["process_type"]] = row["quantity"]
+        found = {}
+        for app_id in set(state) | set(newest) | set(formations):
+            current, running = state.get(app_id, (None, True))
+            found[app_id] = AppReleases(
+                current=releases.get((app_id, current)) if current else None,
+                newest=releases.get((app_id, newest[app_id])) if app_id in newest else None,
+                running=running,
+                formation=formations.get(app_id, {}),
+            )
+        return found
 
     # Formation: the wanted number of containers per process type.
     def formation(self, app: App) -> dict[str, int]:

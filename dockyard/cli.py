@@ -25,7 +25,7 @@ from dockyard.services import Services
 from dockyard.settings import Settings
 
 # Each stage's commands module registers its commands (and hooks) on import.
-STAGE_MODULES = ("sshd", "gitrecv", "builder", "deployer", "proxy", "services")
+STAGE_MODULES = ("sshd", "gitrecv", "builder", "deployer", "proxy", "services", "dashboard")
 
 log = structlog.get_logger("dockyard")
 

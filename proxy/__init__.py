@@ -4,6 +4,7 @@ The public surface the deployer uses is exactly `publish`, `unpublish` and `app_
 `publish` changes one app's routes only (proxy.router): a routine switch of containers
 moves traffic in the kernel without reloading nginx, and returns once no new request
 reaches a container that left.
+Dockyard's own sites (the dashboard) are added with `register_site` (proxy/sites.py).
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from __future__ import annotations
 from dockyard.services import Services
 from proxy import commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
 from proxy.router import Router
+from proxy.sites import register_site
 from proxy.validate import check_upstream
 
-__all__ = ["publish", "unpublish", "app_urls"]
+__all__ = ["publish", "unpublish", "app_urls", "register_site"]
 
 
 def publish(services: Services, app: str, upstreams: list[str]) -> list[str]:

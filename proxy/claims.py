@@ -10,6 +10,8 @@ both `domains:*` and the naming of apps (create, rename, first push) go through 
 - A name under another app's domain (`login.victim.example.com`) is that app's: only a key
   that may manage that app adds it (a cookie or a phishing page there is trusted as the
   other app's). Under the global domain, `X.APP.<global domain>` is app APP's.
+- Dockyard's own sites' names (the dashboard's `dockyard.<global domain>`) and the names
+  under them are no app's, and no app is named so that its address would be one.
 - The bare global domain, wildcards and IP addresses (which route every request made to
   the server by address) are for admins only.
 - A non-admin key gives an app at most MAX_DOMAINS_PER_APP domains.
@@ -26,6 +28,7 @@ from dockyard.apps import App
 from dockyard.errors import AccessDenied, Conflict
 from dockyard.services import Services
 from proxy.router import Router
+from proxy.sites import site_routes
 
 MAX_DOMAINS_PER_APP = 100
 
@@ -48,6 +51,10 @@ def _claims(router: Router, skip: App | None) -> list[tuple[str, App, bool]]:
         found.append((router.default_domain(other), other, True))
         found += [(d, other, False) for d in router.store.domains(other)]
     return found
+
+
+def _site_names(services: Services) -> set[str]:
+    return {name for site in site_routes(services) for name in site.server_names}
 
 
 def under(domain: str, parent: str) -> bool:
@@ -75,7 +82,10 @@ def check_domains(router: Router, app: App, domains: list[str], who: Identity) -
                 f"App {app.name} would have {total} domains; a non-admin key may give an app "
                 f"at most {MAX_DOMAINS_PER_APP}"
             )
+    own = _site_names(router.services)
     for domain in domains:
+        if any(domain == name or under(domain, name) for name in own):
+            raise Conflict(f"Domain {domain} is Dockyard's own (its dashboard)")
         if not who.is_admin and (
             domain == global_domain or domain.startswith("*.") or is_ip_address(domain)
         ):
@@ -112,6 +122,8 @@ def check_app_name(services: Services, name: str, renaming: App | None) -> None:
     """Refuse a new app name whose default domain another app answers at already."""
     router = Router(services)
     default = f"{name}.{router.global_domain()}"
+    if default in _site_names(services):
+        raise Conflict(f"App name {name} is not available: {default} is Dockyard's own")
     for other_domain, other, is_default in _claims(router, renaming):
         if not is_default and clash(default, other_domain):
             raise Conflict(

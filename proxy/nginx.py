@@ -248,6 +248,15 @@ class NginxMaster:
         if _alive(pid):
             _signal(pid, signal.SIGKILL)
 
+    def reopen_logs(self) -> bool:
+        """SIGUSR1: the master has its workers reopen the log files (after a rotation
+        renamed them). False when no master of ours runs."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        _signal(pid, signal.SIGUSR1)
+        return True
+
     def error_log_tail(self, lines: int = 5) -> str:
         try:
             text = self.paths.error_log.read_text(errors="replace")
@@ -351,8 +360,9 @@ class Frontend:
     def is_serving(self) -> bool:
         raise NotImplementedError
 
-    def shared_text(self, listen: Listen) -> str:
-        """The part every app's file relies on (the main config, or the common file)."""
+    def shared_text(self, listen: Listen, sites: list[str]) -> str:
+        """The part every app's file relies on (the main config, or the common file), with
+        the server blocks of Dockyard's own `sites`."""
         raise NotImplementedError
 
     def start(self, changed: bool) -> int | None:
@@ -456,10 +466,10 @@ class OwnNginx(Frontend):
     def is_serving(self) -> bool:
         return self.master.pid() is not None
 
-    def shared_text(self, listen: Listen) -> str:
+    def shared_text(self, listen: Listen, sites: list[str]) -> str:
         from proxy.render import render_main_config
 
-        return render_main_config(self.paths, listen)
+        return render_main_config(self.paths, listen, sites)
 
     def start(self, changed: bool) -> int | None:
         pid, started = self.master.ensure_running()
@@ -545,10 +555,10 @@ class SystemNginxFrontend(Frontend):
     def is_serving(self) -> bool:
         return True
 
-    def shared_text(self, listen: Listen) -> str:
+    def shared_text(self, listen: Listen, sites: list[str]) -> str:
         from proxy.render import render_upgrade_map
 
-        return render_upgrade_map()
+        return "\n".join([render_upgrade_map(), *sites])
 
     def start(self, changed: bool) -> int | None:
         if changed:

@@ -69,7 +69,9 @@ from proxy.render import (
     NginxPaths,
     listen_address,
     render_app_file,
+    render_server_block,
 )
+from proxy.sites import site_routes
 from proxy.store import RouteStore
 
 log = structlog.get_logger("proxy")
@@ -328,7 +330,8 @@ class Router:
 
     def listen(self, routes: list[AppRoute] | None = None) -> Listen:
         if routes is None:
-            tls = self.store.any_cert()
+            sites = site_routes(self.services)
+            tls = self.store.any_cert() or any(site.cert is not None for site in sites)
         else:
             tls = any(r.cert is not None for r in routes)
         return Listen(http=self.http_listen(), https=self.https_listen() if tls else None)
@@ -342,8 +345,11 @@ class Router:
         return [f"{scheme}://{name}{suffix}" for name in self.server_names(app)]
 
     def render(self) -> str:
-        """The shared part: the main nginx.conf (own master) or the common file (system)."""
-        return self.frontend.shared_text(self.listen())
+        """The shared part: the main nginx.conf (own master) or the common file (system),
+        with Dockyard's own sites (proxy/sites.py) in it, ahead of every app's file."""
+        listen = self.listen()
+        sites = [render_server_block(site, listen) for site in site_routes(self.services)]
+        return self.frontend.shared_text(listen, sites)
 
     def resolve(self, upstreams: list[str]) -> list[str]:
         """Names to addresses where routes go through DNAT; as given otherwise (nginx

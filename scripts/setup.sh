@@ -24,9 +24,11 @@ die() { echo " !     $*" >&2; exit 1; }
 # the unit with systemd-analyze. wrk: the proxy benchmark's load generator. pebble (with
 # pebble-challtestsrv): Let's Encrypt's test ACME server, for the letsencrypt tests.
 # docker-registry: the registry Dockyard runs for swarm nodes (and the swarm tests).
+# chromium, chromium-driver: the dashboard's browser tests (Selenium drives Debian's
+# Chromium; no browser is ever downloaded).
 PACKAGES=(docker.io nginx git openssh-client openssh-server busybox-static
           debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk pebble
-          docker-registry)
+          docker-registry chromium chromium-driver)
 OPTIONAL_PACKAGES=(sqlite3)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }

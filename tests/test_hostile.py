@@ -499,6 +499,8 @@ ATTACK_ARGS: dict[str, list[str]] = {
     "mysql:set": ["--global", "image", "x"],
     "network:set": ["APP", "attach-post-deploy", "evilnet"],
     "storage:mount": ["APP", "/etc:/stolen"], "storage:unmount": ["APP", "/etc:/stolen"],
+    "dashboard:set": ["APP", "login-ttl", "5"], "dashboard:certs-add": [],
+    "dashboard:certs-remove": [],
 }  # fmt: skip
 
 
