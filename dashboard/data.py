@@ -30,7 +30,7 @@ from builder.store import BuildStore, Status, build_log_path
 from dashboard import metrics
 from dashboard.engine import EngineView, read_view, stats_series
 from deployer import containers as docker_ops
-from deployer.applogs import recent
+from deployer.applogs import ContainerLogs, recent
 from deployer.releases import (
     STATUS_PENDING,
     STATUS_SUCCEEDED,
@@ -268,7 +268,7 @@ def recent_logs(live: Iterable, lines: int = LOG_LINES) -> list[str]:
         if c.state != "running":
             continue
         try:
-            found.append(api.containers.get(c.id))
+            found.append(ContainerLogs(api.containers.get(c.id)))
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             continue
     try:

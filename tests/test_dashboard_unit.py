@@ -303,12 +303,17 @@ def test_the_dashboard_site_renders_first_and_nginx_accepts_it(svc: Services) ->
     svc.properties.set(None, UPSTREAM_KEY, f"unix:{sock}")
     web = svc.apps.create("web", "admin")
     router.store.set_upstreams(web, ["127.0.0.1:9"])
-    text = router.render()
-    assert text.index("server_name dockyard.localhost;") < text.index("server_name web.localhost")
+    text = router.render()  # the shared part; every app's file is included after the site
+    paths: NginxPaths = router.paths
+    include = f"include {paths.apps_dir}/*.conf;"
+    assert text.index("server_name dockyard.localhost;") < text.index(include)
     assert f"server unix:{sock} " in text
     assert "log_format dockyard_json escape=json" in text
-    paths: NginxPaths = router.paths
     router.master.prepare_dirs()
+    paths.apps_dir.mkdir(exist_ok=True)
+    web_file = router.plan(web).text
+    assert web_file is not None and "server_name web.localhost" in web_file
+    (paths.apps_dir / "web.conf").write_text(web_file)
     conf = paths.prefix / "test.conf"
     conf.write_text(text)
     subprocess.run(
