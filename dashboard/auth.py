@@ -45,12 +45,25 @@ def digest(secret: str) -> str:
 
 
 def identity_of(services: Services, key_name: str) -> Identity | None:
-    """The key as `authorized_keys` says now, or None if it is gone."""
+    """The key as `authorized_keys` says now, or None if it is gone or expired (its
+    `expiry-time=`): a session or token never outlives what the key may do over SSH."""
     try:
         entry = services.keys.get(key_name)
     except NotFound:
         return None
+    expires = entry.policy.expires_at
+    if expires is not None and time.time() >= expires:
+        return None
     return Identity(name=entry.name, is_admin=entry.is_admin)
+
+
+def capped_expiry(services: Services, key_name: str, wanted: float) -> float:
+    """`wanted`, or the key's own expiry if that comes first."""
+    try:
+        expires = services.keys.get(key_name).policy.expires_at
+    except NotFound:
+        return time.time()
+    return wanted if expires is None else min(wanted, expires)
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ def csrf_token(session_secret: str) -> str:
 
 
 def csrf_ok(session_secret: str, offered: str) -> bool:
-    return hmac.compare_digest(csrf_token(session_secret), offered)
+    return offered.isascii() and hmac.compare_digest(csrf_token(session_secret), offered)
 
 
 class AuthStore:
@@ -82,7 +95,9 @@ class AuthStore:
         """A new one-time secret for `key_name` and when it expires."""
         secret = new_secret()
         now = time.time()
-        expires = now + LOGIN_TTL.get(self.services.properties, None)
+        expires = capped_expiry(
+            self.services, key_name, now + LOGIN_TTL.get(self.services.properties, None)
+        )
         with self.state.transaction() as conn:
             conn.execute(
                 "INSERT INTO dashboard_logins (hash, key_name, created_at, expires_at) "
@@ -109,7 +124,8 @@ class AuthStore:
         if identity is None:
             return None
         session_secret = new_secret()
-        expires = now + SESSION_TTL.get(self.services.properties, None)
+        wanted = now + SESSION_TTL.get(self.services.properties, None)
+        expires = capped_expiry(self.services, identity.name, wanted)
         with self.state.transaction() as conn:
             conn.execute(
                 "INSERT INTO dashboard_sessions (hash, key_name, created_at, expires_at) "
@@ -139,7 +155,8 @@ class AuthStore:
     def issue_token(self, key_name: str) -> tuple[str, float]:
         secret = new_secret()
         now = time.time()
-        expires = now + TOKEN_TTL.get(self.services.properties, None) * 86400
+        wanted = now + TOKEN_TTL.get(self.services.properties, None) * 86400
+        expires = capped_expiry(self.services, key_name, wanted)
         with self.state.transaction() as conn:
             conn.execute(
                 "INSERT INTO dashboard_tokens (hash, key_name, created_at, expires_at) "

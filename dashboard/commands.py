@@ -21,7 +21,7 @@ from dashboard.auth import AuthStore
 from dashboard.properties import DASHBOARD, LOGIN_TTL
 from dockyard.access import Access
 from dockyard.context import Context
-from dockyard.errors import DockyardError, UsageError
+from dockyard.errors import AccessDenied, DockyardError, UsageError
 from dockyard.property_commands import register_property_commands
 from dockyard.registry import CommandParser, command
 from proxy import certs
@@ -32,6 +32,12 @@ def _for_a_key(ctx: Context, what: str) -> None:
     if ctx.local:
         raise UsageError(
             f"{what} acts for an SSH key; run it over SSH: ssh dockyard@HOST {ctx.command}"
+        )
+    if ctx.services.keys.get(ctx.identity.name).policy.from_patterns:
+        # The dashboard cannot hold a browser to the addresses `from=` allows.
+        raise AccessDenied(
+            f"Key {ctx.identity.name} may log in only from some addresses (from=); "
+            "such a key does not get dashboard sessions or tokens"
         )
 
 

@@ -21,6 +21,7 @@ from dockyard.services import Services
 from proxy import certs, register_site
 from proxy.render import HTTP_DEFAULT_PORT, HTTPS_DEFAULT_PORT, AppRoute, CertPaths, Hsts
 from proxy.router import Router, nginx_paths
+from proxy.sites import reserve_label
 
 SITE_NAME = "_dashboard"
 HOST_LABEL = "dockyard"
@@ -28,6 +29,7 @@ UPSTREAM_KEY = "dashboard.upstream"  # where the running server listens (`unix:/
 CERT_KEY = "dashboard.cert"  # JSON facts of the installed certificate, or unset
 TLS_SLOT = "tls"
 SOCKET_NAME = "http.sock"
+reserve_label(HOST_LABEL)
 
 
 def dashboard_dir(services: Services) -> Path:

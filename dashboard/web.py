@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,12 @@ import structlog
 from aiohttp import web
 
 from dashboard import data
-from dashboard.auth import AuthStore, Session, csrf_ok
+from dashboard.auth import SECRET_RE, AuthStore, Session, csrf_ok
 from dashboard.engine import VIEW_MAX_AGE, VIEW_MAX_STALE, EngineView, read_view
 from dockyard.access import Access, Identity, check_access
-from dockyard.bridge import run_blocking
+from dockyard.bridge import run_blocking as _run_on_bridge
 from dockyard.errors import AccessDenied, DockyardError, NotFound, UsageError
+from dockyard.names import is_whole_number
 from dockyard.registry import dispatch
 from dockyard.services import Services
 
@@ -172,6 +174,27 @@ def same_origin(request: web.Request) -> bool:
     return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
 
 
+# The dashboard shares the bridge's worker threads with SSH commands and pushes: at most
+# this many of them do its work at once, so no flood of page views can hold up a deploy.
+MAX_BLOCKING = 8
+_lanes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def run_blocking(fn, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
+    loop = asyncio.get_running_loop()
+    lane = _lanes.setdefault(loop, asyncio.Semaphore(MAX_BLOCKING))
+    async with lane:
+        return await _run_on_bridge(fn, *args, **kwargs)
+
+
+def same_site_read(request: web.Request) -> bool:
+    """Fetch Metadata: our own pages' reads are same-origin; a browser without it sends
+    none (older browsers, tools), which is let through as any tool's request is."""
+    return request.headers.get("Sec-Fetch-Site", "same-origin") in ("same-origin", "none")
+
+
 DASHBOARD_KEY = web.AppKey("dashboard", Dashboard)
 
 
@@ -189,9 +212,14 @@ async def who(request: web.Request) -> Who | None:
             return None
         identity = await run_blocking(d.auth.token, value.strip())
         return Who(identity, None) if identity else None
-    secret = request.cookies.get(cookie_name(request))
-    if not secret:
+    name = cookie_name(request)
+    secret = request.cookies.get(name)
+    if not secret or not SECRET_RE.fullmatch(secret):
         return None
+    if sum(h.count(f"{name}=") for h in request.headers.getall("Cookie", [])) > 1:
+        return None  # a second cookie of that name was tossed in from a sibling host
+    if is_api(request) and not same_site_read(request):
+        return None  # another site's page embedding our API must not act as the viewer
     session = await run_blocking(d.auth.session, secret)
     return Who(session.identity, session) if session else None
 
@@ -239,9 +267,7 @@ _JSON_HTML_SAFE = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"}
 
 def json_response(value: object, status: int = 200) -> web.Response:
     text = json.dumps(value, ensure_ascii=False).translate(_JSON_HTML_SAFE)
-    return web.Response(
-        text=text, status=status, content_type="application/json", charset="utf-8"
-    )
+    return web.Response(text=text, status=status, content_type="application/json", charset="utf-8")
 
 
 # ---------------------------------------------------------------- middleware
@@ -303,7 +329,10 @@ async def login_post(request: web.Request) -> web.Response:
         raise AccessDenied("Cross-site sign-in refused")
     form = await read_form(request)
     d = dash(request)
-    session = await run_blocking(d.auth.redeem_login, form.get("token", ""))
+    offered = form.get("token", "")
+    session = (
+        await run_blocking(d.auth.redeem_login, offered) if SECRET_RE.fullmatch(offered) else None
+    )
     if session is None:
         return page(request, "message.html", 403, title="Link refused", me=None,
                     message="This sign-in link has expired or was already used. "
@@ -373,10 +402,10 @@ async def metrics_api(request: web.Request) -> web.Response:
 async def build_log_api(request: web.Request) -> web.Response:
     found = await require(request)
     d = dash(request)
-    try:
-        offset = int(request.query.get("offset", "0"))
-    except ValueError:
-        raise UsageError("offset is a whole number of bytes") from None
+    given = request.query.get("offset", "0")
+    if not is_whole_number(given):
+        raise UsageError("offset is a whole number of bytes")
+    offset = int(given)
     result = await run_blocking(
         data.build_log, d.services, found.identity, request.match_info["app"],
         request.match_info["build"], offset,

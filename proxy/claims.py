@@ -12,8 +12,9 @@ both `domains:*` and the naming of apps (create, rename, first push) go through 
   other app's). Under the global domain, `X.APP.<global domain>` is app APP's.
 - Dockyard's own sites' names (the dashboard's `dockyard.<global domain>`) and the names
   under them are no app's, and no app is named so that its address would be one.
-- The bare global domain, wildcards and IP addresses (which route every request made to
-  the server by address) are for admins only.
+- The bare global domain, the domains it is under (whose HSTS `includeSubDomains` would
+  bind every app), wildcards and IP addresses (which route every request made to the
+  server by address) are for admins only.
 - A non-admin key gives an app at most MAX_DOMAINS_PER_APP domains.
 - An app is not created or renamed onto a name whose default domain another app holds or
   covers.
@@ -28,7 +29,7 @@ from dockyard.apps import App
 from dockyard.errors import AccessDenied, Conflict
 from dockyard.services import Services
 from proxy.router import Router
-from proxy.sites import site_routes
+from proxy.sites import reserved_labels, site_routes
 
 MAX_DOMAINS_PER_APP = 100
 
@@ -54,7 +55,9 @@ def _claims(router: Router, skip: App | None) -> list[tuple[str, App, bool]]:
 
 
 def _site_names(services: Services) -> set[str]:
-    return {name for site in site_routes(services) for name in site.server_names}
+    global_domain = Router(services).global_domain()
+    reserved = {f"{label}.{global_domain}" for label in reserved_labels()}
+    return reserved | {name for site in site_routes(services) for name in site.server_names}
 
 
 def under(domain: str, parent: str) -> bool:
@@ -87,11 +90,14 @@ def check_domains(router: Router, app: App, domains: list[str], who: Identity) -
         if any(domain == name or under(domain, name) for name in own):
             raise Conflict(f"Domain {domain} is Dockyard's own (its dashboard)")
         if not who.is_admin and (
-            domain == global_domain or domain.startswith("*.") or is_ip_address(domain)
+            domain == global_domain
+            or under(global_domain, domain)
+            or domain.startswith("*.")
+            or is_ip_address(domain)
         ):
             raise AccessDenied(
-                f"Only an admin key may add {domain}: the global domain, wildcards and IP "
-                "addresses route many apps' names"
+                f"Only an admin key may add {domain}: the global domain, the domains above "
+                "it, wildcards and IP addresses route many apps' names (and set their HSTS)"
             )
         if under(domain, global_domain):
             owner_label = domain.removesuffix("." + global_domain).rsplit(".", 1)[-1]

@@ -29,6 +29,17 @@ from proxy.render import AppRoute
 SiteProvider = Callable[[Services], "AppRoute | None"]
 SITE_NAME_RE = re.compile(r"^_[a-z0-9][a-z0-9-]{0,30}$")
 _providers: list[SiteProvider] = []
+_reserved_labels: set[str] = set()
+
+
+def reserve_label(label: str) -> None:
+    """`label.<global domain>` is Dockyard's own whether or not its site is routed now (a
+    site that failed to start must not leave its name to the first app that asks)."""
+    _reserved_labels.add(label)
+
+
+def reserved_labels() -> frozenset[str]:
+    return frozenset(_reserved_labels)
 
 
 def register_site(provider: SiteProvider) -> SiteProvider:

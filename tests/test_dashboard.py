@@ -35,6 +35,7 @@ from dashboard.web import ROUTES
 from tests.conftest import (
     DockyardServer,
     _provision,
+    make_key,
     remove_server_leftovers,
     start_server,
     stop_server,
@@ -261,8 +262,9 @@ def test_every_write_refuses_a_forged_or_missing_csrf_token_and_other_origins(
             answer = admin.post(url, {"csrf": admin.csrf, "version": "v1"},
                                 headers={"Origin": origin})  # fmt: skip
             assert answer.status == 403, (url, origin)
-        answer = admin.post(url, {"csrf": admin.csrf}, headers={"Origin": "",
-                                                                "Sec-Fetch-Site": "cross-site"})
+        answer = admin.post(
+            url, {"csrf": admin.csrf}, headers={"Origin": "", "Sec-Fetch-Site": "cross-site"}
+        )
         assert answer.status == 403
     # The session survived all of that; a real rollback of a never-deployed app is the
     # command's own refusal, shown as the command shows it.
@@ -470,3 +472,61 @@ def test_the_dashboard_can_listen_on_a_loopback_port(tmp_path: Path) -> None:
     finally:
         stop_server(other)
         remove_server_leftovers(other)
+
+
+# ---------------------------------------------------------------- key options, cookies, sizes
+
+
+def _hand_key(srv: DockyardServer, tmp: Path, name: str, options: str) -> tuple[Path, str]:
+    key = make_key(tmp, name)
+    path = srv.data_dir / "authorized_keys"
+    before = path.read_text()
+    line = f'{options},environment="DOCKYARD_KEY={name}" {key.with_suffix(".pub").read_text()}'
+    path.write_text(before + line.strip() + "\n")
+    return key, before
+
+
+def test_a_key_limited_by_address_or_time_gets_nothing_that_outlives_it(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    key, before = _hand_key(srv, tmp_path, "from-key", 'from="127.0.0.1"')
+    try:
+        for command in ("dashboard:login", "dashboard:token"):
+            result = srv.ssh(command, key=key)
+            assert result.returncode != 0 and "from=" in result.stderr, result
+    finally:
+        (srv.data_dir / "authorized_keys").write_text(before)
+    soon = datetime.now(UTC) + timedelta(seconds=6)
+    key, before = _hand_key(srv, tmp_path, "brief-key", f'expiry-time="{soon:%Y%m%d%H%M%S}Z"')
+    try:
+        token = api_token(srv, key)
+        browser = signed_in(srv, key)
+        assert (
+            Browser(srv, extra={"Authorization": f"Bearer {token}"}).get("/api/apps").status == 200
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and datetime.now(UTC) < soon + timedelta(seconds=1):
+            time.sleep(0.2)
+        assert (
+            Browser(srv, extra={"Authorization": f"Bearer {token}"}).get("/api/apps").status == 401
+        )
+        assert browser.get("/api/apps").status == 401
+    finally:
+        (srv.data_dir / "authorized_keys").write_text(before)
+
+
+def test_a_tossed_second_cookie_or_a_cross_site_read_signs_nobody_in(srv: DockyardServer) -> None:
+    admin = signed_in(srv)
+    assert admin.get("/api/apps").status == 200
+    name, _, _ = admin.cookie.partition("=")
+    tossed = Browser(srv, cookie=f"{admin.cookie}; {name}={'A' * 43}")
+    assert tossed.get("/api/apps").status == 401
+    for site in ("cross-site", "same-site"):  # a tenant's app is same-site with us
+        answer = admin.get("/api/apps", headers={"Sec-Fetch-Site": site})
+        assert answer.status == 401, (site, answer.status)
+
+
+def test_a_huge_offset_is_a_clear_refusal(srv: DockyardServer) -> None:
+    admin = signed_in(srv)
+    answer = admin.get("/api/apps/secret-app/builds/latest/log?offset=" + "9" * 30)
+    assert answer.status == 400 and "offset" in answer.body, (answer.status, answer.body)
