@@ -185,7 +185,14 @@ class _BuildJob:
             what = f"{self.app.name} from {plan.title}"
             self.output.out.step(f"Building {what}")
             self.output.note(f"Building {what} at {self.source.revision}")
-            self.check_images([r.image for r in plan.runtimes])
+            for runtime in plan.runtimes:
+                try:
+                    self.check_images([runtime.image])
+                except BuildFailed as exc:
+                    raise BuildFailed(
+                        f"{exc.message}; choose another {runtime.language} base image with "
+                        f"`builder:set {self.app.name} base-{runtime.language} IMAGE`"
+                    ) from None
             for runtime in plan.runtimes:
                 self.ensure(runtime)
             build = EngineBuild(self.output)

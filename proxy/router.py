@@ -181,6 +181,8 @@ def nginx_paths(services: Services) -> NginxPaths:
 def resolve_upstream(address: str) -> str:
     """`name:port` → `a.b.c.d:port` (the kernel forwards to addresses, not names); an
     address is returned as it is. Raises NginxError with nginx's own wording."""
+    if address.startswith("unix:"):
+        return address  # a socket (the swarm edge's): no name to resolve, no DNAT
     host, _, port = address.rpartition(":")
     if dnat.ipv4_target(address) is not None or host.startswith("["):
         return address

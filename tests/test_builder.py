@@ -354,7 +354,8 @@ def test_unmatched_app_and_missing_base_are_refused(services, app) -> None:  # n
     with pytest.raises(builder.BuildFailed, match="Procfile"):
         builder.build_image(services, app, FakeSource({"README.md": "hi"}), capture()[0])
     BASE_IMAGES["static"].set(services.properties, app, "example.invalid/nonexistent:1")
-    pulling = "pulling example.invalid/nonexistent:1 failed.*base-static"
+    # Refused before any pull: the registry does not resolve; the message names the setting.
+    pulling = "example.invalid/nonexistent:1.*does not resolve.*base-static"
     with pytest.raises(builder.BuildFailed, match=pulling):
         builder.build_image(services, app, FakeSource({"index.html": "x"}), capture()[0])
     statuses = json.loads(run_command(services, "builds:list", app.name, "--format", "json")[1])

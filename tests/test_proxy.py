@@ -659,3 +659,11 @@ def test_proxy_set_global_takes_the_place_of_the_app(shared_server: DockyardServ
     assert bad.returncode != 0 and "mode is one of" in bad.stderr
     unset = srv.ssh("proxy:set", "--global", "mode")
     assert unset.returncode == 0, unset.stderr
+
+
+def test_a_socket_upstream_is_kept_as_it_is_and_routed_without_dnat() -> None:
+    from proxy.router import resolve_upstream
+
+    sock = "unix:/var/lib/dockyard/swarm/edge/sockets/shop.sock"
+    assert resolve_upstream(sock) == sock
+    assert resolve_upstream("127.0.0.1:8080") == "127.0.0.1:8080"
