@@ -6,7 +6,7 @@ The public surface the deployer uses is exactly `publish`, `unpublish` and `app_
 from __future__ import annotations
 
 from dockyard.services import Services
-from proxy import commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
+from proxy import checks, commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
 from proxy.router import Router
 from proxy.validate import check_upstream
 
