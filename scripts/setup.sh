@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine (as root, no stdin needed) to run and test Dockyard:
 # system packages, a running Docker engine, the .venv with Dockyard installed
-# editable, and the local base images. Safe to run again: each step does only
-# what is missing.
+# editable (built from Debian's /usr/bin/python3), `dockyard` on PATH
+# (/usr/local/bin/dockyard, scripts/link-cli.sh), and the local base images. Ends
+# with the next three steps. Safe to run again: each step does only what is missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -104,6 +105,9 @@ else
     say "Python environment up to date"
 fi
 
+# Put `dockyard` on PATH; a file there that is not ours is left alone (with a warning).
+"$ROOT/scripts/link-cli.sh" "$VENV/bin/dockyard"
+
 # --------------------------------------------------------------- images ---
 say "Base images"
 "$ROOT/scripts/build-base-images.sh"
@@ -113,3 +117,18 @@ say "Service images"
 "$ROOT/scripts/build-service-images.sh"
 
 say "Setup done"
+next_steps() {
+    local here
+    here=$(hostname -I 2>/dev/null | cut -d' ' -f1)
+    here=${here:-THIS-SERVER}
+    cat <<STEPS
+       Next (dockyard serve runs the server; README.md has the whole quick start):
+       1. Add your key:  dockyard init
+                         (your ~/.ssh/authorized_keys becomes the admin; or --key FILE.pub)
+       2. Set a domain:  dockyard init --domain apps.example.com
+                         (with DNS *.apps.example.com -> $here; or --domain $here.sslip.io)
+       3. Push an app:   git push ssh://dockyard@$here:2222/hello main
+                         (from your machine, in an app such as examples/python)
+STEPS
+}
+next_steps
