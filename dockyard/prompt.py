@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from dockyard.bridge import BlockingReader, InputTimeout
 from dockyard.context import Context
+from dockyard.output import ERROR
 
 IDLE_TIMEOUT = 120.0
 MAX_ANSWER = 1024
@@ -157,6 +158,20 @@ def _ask_raw_terminal(ctx: Context, timeout: float) -> Reply:
         _flush(ctx)
 
 
+def warn(ctx: Context, lines: list[str]) -> None:
+    """The question's warning lines on stderr, Dokku's ` !     ` style. On a raw client
+    terminal (`ssh -t`) each line ends in CR LF, since no line discipline adds the CR."""
+    if ctx.interactive and not ctx.local:
+        text = "".join(f"{ERROR}{line}\r\n" for line in lines)
+        try:
+            ctx.stderr.write(text.encode("utf-8", "replace"))
+        except BrokenPipeError:
+            pass
+        return
+    for line in lines:
+        ctx.out.warn(line)
+
+
 def _isatty(stream: object) -> bool:
     isatty = getattr(stream, "isatty", None)
     try:
@@ -179,4 +194,4 @@ def is_terminal(ctx: Context) -> bool:
     return ctx.interactive or (ctx.local and _isatty(ctx.stdin))
 
 
-__all__ = ["Answer", "Reply", "ask", "is_terminal"]
+__all__ = ["Answer", "Reply", "ask", "is_terminal", "warn"]

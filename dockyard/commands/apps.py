@@ -137,10 +137,12 @@ def destroy(ctx: Context, argv: list[str]) -> None:
 def _confirm_destroy(ctx: Context, name: str) -> None:
     """Dokku's confirmation: warn, then read the app's name (see dockyard.prompt for where
     it is read from). Anything but the exact name aborts; so does no input at all."""
-    ctx.out.warn("WARNING: Potentially Destructive Action")
-    ctx.out.warn(f"This command will destroy app {name}: {DESTROYED}. This cannot be undone.")
-    ctx.out.warn(KEPT)
-    ctx.out.warn(f'To proceed, type "{name}" (or run: apps:destroy {name} --force)')
+    prompt.warn(ctx, [
+        "WARNING: Potentially Destructive Action",
+        f"This command will destroy app {name}: {DESTROYED}. This cannot be undone.",
+        KEPT,
+        f'To proceed, type "{name}" (or run: apps:destroy {name} --force)',
+    ])  # fmt: skip
     reply = prompt.ask(ctx)
     if reply.kind is prompt.Answer.TEXT and reply.text.strip() == name:
         return
