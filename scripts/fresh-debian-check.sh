@@ -134,9 +134,9 @@ record() { results+=("$(printf '%-58s %8s  %s' "$1" "$2" "$3")"); }
 t=$(now)
 say "1. prepare: git, make and an ssh client"
 if in_box 'set -e; export DEBIAN_FRONTEND=noninteractive
-        if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then update-ca-certificates >/dev/null; fi
+        if ls /usr/local/share/ca-certificates/*.crt >/dev/null 2>&1; then update-ca-certificates >/dev/null 2>&1; fi
         apt-get update -qq && apt-get install -y -qq --no-install-recommends git make openssh-client >/dev/null
-        python3 --version; git --version' >"$LOG_DIR/1-prepare.log" 2>&1; then
+        git --version; ssh -V 2>&1; make --version | head -n 1' >"$LOG_DIR/1-prepare.log" 2>&1; then
     record "prepare (apt-get install git make openssh-client)" "$(took "$t")" "ok"
     info "$(tr '\n' ' ' <"$LOG_DIR/1-prepare.log")"
 else
