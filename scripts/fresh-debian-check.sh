@@ -21,7 +21,9 @@
 #   4. quick start: the README's quick start blocks against that server, on the real
 #                  ports (python -m tests.quickstart: the same harness as tests/test_readme.py)
 #   5. command 2:  the README's second command (setup again, then pytest; `tests` replaced
-#                  by DOCKYARD_FRESH_TESTS when set)
+#                  by DOCKYARD_FRESH_TESTS when set), after `apps:destroy hello --force`:
+#                  the tests deploy an app of that name too, on the same engine, and app
+#                  networks are named after their app
 #
 # The container (the recipe of /work/shared/MACHINE-NOTES.md): no --privileged; an explicit
 # capability list; seccomp and AppArmor unconfined; the host's cgroup namespace with
@@ -196,6 +198,7 @@ if [ -z "$failed" ]; then
 fi
 
 # --- 5. command 2: setup again, then the tests -----------------------------------------------
+in_box "dockyard apps:destroy hello --force" >>"$LOG_DIR/4-quickstart.log" 2>&1 || true
 t=$(now)
 say "5. command 2: $COMMAND_2"
 if in_box "cd $APP_DIR && $COMMAND_2" >"$LOG_DIR/5-command-2.log" 2>&1; then

@@ -23,6 +23,9 @@ What is changed to run the blocks here, mechanically and nothing else:
 - Let's Encrypt: pebble (Let's Encrypt's test CA) stands in for it; before the blocks the
   server is pointed at it with `letsencrypt:set --global server` and `server-ca-file`, and
   curl trusts its root through CURL_CA_BUNDLE.
+- systemd: `dockyard init` installs its unit into a scratch tree that stands for a machine
+  where systemd runs (DOCKYARD_SYSTEMD_ROOT, init's `--systemd-root`), enabled there by
+  `systemctl --root`: nothing on the machine running the blocks is enabled or started.
 
 Invariants: the README is read at run time (never a copy); every process the harness starts
 (pebble, challtestsrv, the bash) is stopped before it returns; a run is bounded by
@@ -84,6 +87,7 @@ class StandIns:
 
     resolv_conf: Path
     ca_bundle: Path
+    systemd_root: Path
 
 
 @dataclass
@@ -178,7 +182,9 @@ def stand_ins(target: Target, workdir: Path) -> Iterator[StandIns]:
                   str(pebble.api_ca_file))  # fmt: skip
         resolv = workdir / "resolv.conf"
         resolv.write_text(f"nameserver {dns_host}\noptions timeout:2 attempts:2\n")
-        yield StandIns(resolv, pebble.root_pem)
+        systemd_root = workdir / "systemd-root"
+        (systemd_root / "run/systemd/system").mkdir(parents=True)
+        yield StandIns(resolv, pebble.root_pem, systemd_root)
     finally:
         stop_pebble(pebble)
 
@@ -209,6 +215,7 @@ def run_quickstart(
     env["HOME"] = str(reader.home)
     env["PATH"] = f"{reader.bin_dir}:{env['PATH']}"
     env["CURL_CA_BUNDLE"] = str(extras.ca_bundle)
+    env["DOCKYARD_SYSTEMD_ROOT"] = str(extras.systemd_root)
     env["LANG"] = "C.UTF-8"
     env["PS4"] = "+ "
     argv = [

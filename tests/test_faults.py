@@ -425,14 +425,18 @@ def test_housekeeping_prunes_logs_and_images_and_gcs_repos(
 # Runs LAST (file order) and only here: it restarts the shared dockerd, which breaks any
 # other test using the engine at that moment. It always leaves dockerd running.
 #
-# What the test needs from the engine is, in order: to stop answering (the deploy in flight
-# must fail), to be gone (a new dockerd cannot start beside it: scripts/start-dockerd.sh
-# would wait for the old one to answer), and to answer again. dockerd bounds its own exit:
-# it gives every container its stop timeout plus 5 s of grace, at least its shutdown timeout
-# (15 s unless configured), then waits up to 10 s for its containerd. The wait below is that
-# bound, read from the engine before the signal, plus a margin for a loaded 2-core machine
-# (a starved daemon, containers slow to die, layer stores slow to unmount). A dockerd still
-# there after all that is killed, so the engine is restarted whatever happened.
+# What the test needs from the engine, in order: to stop while a deploy is under way, to
+# stay away until that deploy has met its absence (an engine call refused, or the check of a
+# container the engine stopped: a dockerd back within seconds would let the check pass and
+# the fault would not land), and to answer again. Each wait has a deadline from what bounds
+# it, with a margin for a loaded 2-core machine:
+# - dockerd's exit: dockerd bounds it itself, giving every container its stop timeout plus
+#   5 s of grace (at least its shutdown timeout, 15 s unless configured), then waiting up to
+#   10 s for its containerd; the bound is read from the engine before the signal. A dockerd
+#   still there after bound and margin is killed, so the engine always comes back.
+# - the push without an engine: the app's declared check (initialDelay, attempts × (timeout
+#   + wait)) bounds the deploy's last step; engine calls fail at once without a socket.
+# - the engine's start: scripts/start-dockerd.sh, given a longer wait than its default.
 DOCKERD_GRACE = 5.0
 DOCKERD_DEFAULT_SHUTDOWN = 15.0
 DOCKERD_CONTAINERD_WAIT = 10.0
@@ -486,11 +490,11 @@ def dockerd_exit_deadline(docker_engine, pid: int) -> float:  # noqa: ANN001
     return bound + DOCKERD_CONTAINERD_WAIT + LOADED_MACHINE_MARGIN
 
 
-def restart_dockerd(docker_engine, pid: int) -> None:  # noqa: ANN001
-    """SIGTERM, wait for the exit within dockerd's own bound, then start a new one."""
+def stop_dockerd(docker_engine, pid: int) -> None:  # noqa: ANN001
+    """SIGTERM, then wait for the exit within dockerd's own bound; SIGKILL past it."""
     deadline = dockerd_exit_deadline(docker_engine, pid)
-    os.kill(pid, signal.SIGTERM)
     started = time.monotonic()
+    os.kill(pid, signal.SIGTERM)
     try:
         wait_until(f"dockerd {pid} to exit (bound {deadline:.0f} s)",
                    lambda: _dockerd_gone(pid), deadline)  # fmt: skip
@@ -498,11 +502,24 @@ def restart_dockerd(docker_engine, pid: int) -> None:  # noqa: ANN001
         if not _dockerd_gone(pid):
             os.kill(pid, signal.SIGKILL)
             wait_until(f"dockerd {pid} to die of SIGKILL", lambda: _dockerd_gone(pid), 30)
-        env = {**os.environ, "DOCKYARD_DOCKERD_TIMEOUT": str(ENGINE_START_TIMEOUT)}
-        subprocess.run(["bash", str(REPO_ROOT / "scripts/start-dockerd.sh")], check=True,
-                       env=env, timeout=ENGINE_START_TIMEOUT + 60)  # fmt: skip
     print(f"dockerd {pid} exited {time.monotonic() - started:.1f} s after SIGTERM "
           f"(allowed {deadline:.0f} s)")  # fmt: skip
+
+
+def start_dockerd() -> None:
+    env = {**os.environ, "DOCKYARD_DOCKERD_TIMEOUT": str(ENGINE_START_TIMEOUT)}
+    subprocess.run(["bash", str(REPO_ROOT / "scripts/start-dockerd.sh")], check=True,
+                   env=env, timeout=ENGINE_START_TIMEOUT + 60)  # fmt: skip
+
+
+def check_deadline(app_json: str) -> float:
+    """How long the app's declared checks may take: initialDelay + attempts × (timeout +
+    wait), from the deployer's own reading of app.json; plus the margin."""
+    from deployer.healthchecks import checks_for
+
+    checks = checks_for(json.loads(app_json), "web")
+    worst = max(c.initial_delay + c.attempts * (c.timeout + c.wait) for c in checks)
+    return worst + LOADED_MACHINE_MARGIN
 
 
 def test_zz_docker_engine_restarted_during_deploy(
@@ -517,14 +534,21 @@ def test_zz_docker_engine_restarted_during_deploy(
         lambda: any(c.name == "de.web.1.v2" for c in containers(docker_engine, srv, "de")),
         timeout=120,
     )
-    restart_dockerd(docker_engine, _dockerd_pid())
-    out, _ = pusher.communicate(timeout=300)
-    assert pusher.returncode != 0
+    try:
+        stop_dockerd(docker_engine, _dockerd_pid())
+        out, _ = pusher.communicate(timeout=check_deadline(SLOW_CHECK_APP_JSON))
+    finally:
+        if pusher.poll() is None:
+            pusher.kill()
+            pusher.wait()
+        start_dockerd()
+    assert pusher.returncode != 0, out
     # Which step notices first depends on timing: the engine call failing, or the check of
     # a container the engine stopped; either way the push says the old release serves.
     assert "(deploy failed)" in out and "previous release keeps serving" in out, out
 
-    # The old container comes back with the engine (restart policy) or by reconciliation.
+    # The old container comes back with the engine (restart policy) or by reconciliation,
+    # and the failed one, brought back by its restart policy too, is not served.
     wait_serving(srv, "de", "v1", timeout=120)
     history = {r["version"]: r for r in releases(srv, "de")}
     assert history["v1"]["current"] and history["v2"]["status"] == "failed", history

@@ -10,7 +10,8 @@ Three steps, then `doctor`:
 3. A systemd unit, when PID 1 is systemd: `systemd/dockyard.service` with this
    installation's paths, its environment file (written once, then the administrator's),
    enabled, and started unless a `dockyard serve` already runs for this data dir.
-   `--systemd-root DIR` installs into a tree instead (an image being built, a test): the
+   `--systemd-root DIR` (or DOCKYARD_SYSTEMD_ROOT) installs into a tree instead (an image
+   being built, a test): the tree says whether systemd runs (`run/systemd/system`), the
    unit is written and enabled there with `systemctl --root`, and nothing is started.
 
 Invariants: running it again changes nothing that is already as asked (a key already
@@ -46,6 +47,8 @@ ENV_FILE = "etc/dockyard/dockyard.env"
 # Where the shipped unit expects things; replaced by this installation's paths.
 SHIPPED_EXEC = "/opt/dockyard/.venv/bin/dockyard"
 SHIPPED_DOCS = "file:///opt/dockyard/README.md"
+# The environment's way to say --systemd-root (an image build; the quick-start harness).
+ENV_SYSTEMD_ROOT = "DOCKYARD_SYSTEMD_ROOT"
 START_TIMEOUT = 60.0
 SYSTEMCTL_TIMEOUT = 60.0
 
@@ -84,16 +87,17 @@ def init(ctx: Context, argv: list[str]) -> int:
     parser.add_argument("--domain")
     parser.add_argument("--no-systemd", action="store_true")
     parser.add_argument("--systemd-root", metavar="DIR")
-    args = parser.parse_args(argv)
     if not ctx.local:
         raise UsageError("init runs on the server itself, as root: dockyard init")
     if os.geteuid() != 0:
         raise UsageError("Run init as root (sudo dockyard init): it installs a systemd unit")
+    args = parser.parse_args(argv)
+    systemd_root = args.systemd_root or os.environ.get(ENV_SYSTEMD_ROOT) or None
     outcome = Outcome()
     for title, step in (
         ("Admin key", lambda: _admin_keys(ctx, args.key, args.name)),
         ("Global domain", lambda: _domain(ctx, args.domain)),
-        ("systemd", lambda: _systemd(ctx, args.no_systemd, args.systemd_root)),
+        ("systemd", lambda: _systemd(ctx, args.no_systemd, systemd_root)),
     ):
         ctx.out.step(title)
         try:
