@@ -11,6 +11,7 @@ from builder import checks, commands, housekeeping  # noqa: F401
 from builder.build import BuiltImage, image_repo
 from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
+from builder.build import remove_app_images as _remove_app_images
 from builder.errors import BuildFailed
 from builder.images import KindImage, base_images, registry_problem
 from builder.manifest import parse_app_json, parse_procfile
@@ -32,6 +33,7 @@ __all__ = [
     "parse_procfile",
     "prune_images",
     "registry_problem",
+    "remove_images",
 ]
 
 
@@ -57,6 +59,11 @@ def build_image(
 def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
     """Remove `dockyard/APP:*` images whose tag is not in `keep`; returns the removed tags."""
     return _prune_images(services, app, keep)
+
+
+def remove_images(services: Services, app: str) -> None:
+    """Remove every `dockyard/APP:*` image of this Dockyard (the app is being destroyed)."""
+    _remove_app_images(app, str(services.settings.data_dir))
 
 
 def keep_releases(services: Services, app: App) -> int:

@@ -7,10 +7,11 @@ shows a failed build as far as it got.
 
 from __future__ import annotations
 
+import json
 import re
 import time
-from dataclasses import dataclass
-from typing import TextIO
+from dataclasses import dataclass, field
+from typing import BinaryIO, TextIO
 
 import docker
 import docker.errors
@@ -21,7 +22,7 @@ from builder import engine, runtimes
 from builder.context import make_context
 from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
-from builder.isolation import check_image_sources, image_references
+from builder.isolation import check_image_sources, check_images_used, image_references
 from builder.languages.base import Language, Tree
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.properties import BUILD_ARG, configured_base
@@ -30,6 +31,7 @@ from builder.store import BuildStore, Status, build_log_path
 from dockyard import images
 from dockyard.apps import App
 from dockyard.errors import DockyardError
+from dockyard.images import LABEL_APP, LABEL_HOME
 from dockyard.output import Output
 from dockyard.pipeline import Source
 from dockyard.services import Services
@@ -39,6 +41,8 @@ log = structlog.get_logger("dockyard.builder")
 IMAGE_NAMESPACE = "dockyard"
 LATEST = "latest"
 _SUCCESSFULLY_BUILT_RE = re.compile(r"^Successfully built ([0-9a-f]+)\s*$")
+_FROM_STEP_RE = re.compile(r"^Step \d+/\d+ : FROM\s", re.IGNORECASE)
+_STEP_RESULT_RE = re.compile(r"^ ---> ([0-9a-f]{12})\s*$")
 # The legacy builder colours a step's stderr; the escapes would litter logs and git output.
 _ANSI_SGR_RE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -151,11 +155,22 @@ class _BuildJob:
         self.local: dict[str, list[LocalImage]] = {}
 
     def run(self, tag: str) -> tuple[BuildPlan, str]:
+        foreign = foreign_users(self.app.name, str(self.services.settings.data_dir))
+        if foreign:
+            raise BuildFailed(
+                f"Another Dockyard on this Docker engine runs an app named {self.app.name} "
+                f"({', '.join(foreign[:3])}) from images {image_repo(self.app.name)}; "
+                "give this app another name"
+            )
         own_dockerfile = self.source.read_file(DOCKERFILE)
         if own_dockerfile is not None:
             refs = image_references(own_dockerfile.decode("utf-8", "replace"), self.build_args)
             self.check_images(refs)
-        ctx = make_context(self.source, self.plan, self.services.settings.builds_dir / ".tmp")
+        labels = " ".join(f"{k}={json.dumps(v)}" for k, v in self.labels().items())
+        ctx = make_context(
+            self.source, self.plan, self.services.settings.builds_dir / ".tmp",
+            last_line=f"LABEL {labels}",
+        )  # fmt: skip
         try:
             plan = ctx.plan
             what = f"{self.app.name} from {plan.title}"
@@ -164,9 +179,11 @@ class _BuildJob:
             self.check_images([r.image for r in plan.runtimes])
             for runtime in plan.runtimes:
                 self.ensure(runtime)
-            image_id = _run_build(ctx.fileobj, ctx.dockerfile, tag, self.build_args, self.output)
+            build = EngineBuild(self.output)
+            image_id = build.run(ctx.fileobj, ctx.dockerfile, tag, self.build_args)
         finally:
             ctx.close()
+        self.check_used(build.from_ids, image_id)
         if plan.after_build:
             self.output.out.step(f"Running {' '.join(plan.after_build)}")
             image_id = engine.run_and_commit(
@@ -190,6 +207,23 @@ class _BuildJob:
             self.local[language.name] = runtimes.local_images(engine.images_labelled, language.name)
         return self.local[language.name]
 
+    def labels(self) -> dict[str, str]:
+        """Whose image this is: the Dockyard home and the app (rename and destroy act only
+        on their own, and another Dockyard sharing the engine leaves them alone)."""
+        return {LABEL_HOME: str(self.services.settings.data_dir), LABEL_APP: self.app.name}
+
+    def check_used(self, from_ids: list[str], image_id: str) -> None:
+        """What the engine actually used for each FROM must not be another app's image; if
+        it is, the result is removed. (Layers after a FROM may come from the cache of
+        another app's build: the cache matches only identical instructions and files, so
+        they hold nothing but this app's own content.)"""
+        used = [engine.full_id(i) for i in from_ids]
+        try:
+            check_images_used([i for i in used if i], self.app.name, engine.app_images)
+        except BuildFailed:
+            engine.api().remove_image(image_id, force=True)
+            raise
+
     def check_images(self, refs: list[str]) -> None:
         check_image_sources(refs, self.app.name, engine.resolve_image, engine.app_images)
 
@@ -205,49 +239,62 @@ class _BuildJob:
             raise runtimes.unavailable(runtime, local, str(exc)) from None
 
 
-def _run_build(
-    context, dockerfile: str | None, tag: str, build_args: dict[str, str], output: BuildOutput
-) -> str:  # noqa: ANN001 (a binary file object)
-    image_id = ""
-    error = ""
-    stream = engine.api().build(
-        fileobj=context,
-        custom_context=True,
-        dockerfile=dockerfile,
-        tag=tag,
-        buildargs=build_args or None,
-        decode=True,
-        rm=True,
-        forcerm=True,
-        pull=False,
-    )
-    try:
-        for event in stream:
-            if "stream" in event:
-                output.feed(event["stream"])
-                for line in event["stream"].splitlines():
-                    match = _SUCCESSFULLY_BUILT_RE.match(line)
-                    if match:
-                        image_id = match.group(1)
-            elif "status" in event:
-                output.feed(event["status"] + "\n")
-            elif "error" in event:
-                error = event["error"].strip()
-                output.close()
-                output.line(error)
-            elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
-                image_id = event["aux"]["ID"]
-    finally:
-        # Closing the response stops a build the client abandoned (the daemon cancels it).
-        close = getattr(stream, "close", None)
-        if close is not None:
-            close()
-        output.close()
-    if error:
-        raise BuildFailed(f"Build failed: {error}")
-    if not image_id:
-        raise BuildFailed("Build failed: the Docker engine reported no image")
-    return image_id
+@dataclass
+class EngineBuild:
+    """One `docker build` as the engine reports it: its output streamed, the image it made,
+    and the image each `FROM` step resolved to (what the build really used)."""
+
+    output: BuildOutput
+    image_id: str = ""
+    error: str = ""
+    from_ids: list[str] = field(default_factory=list)
+    _after_from: bool = False
+
+    def run(
+        self, context: BinaryIO, dockerfile: str | None, tag: str, build_args: dict[str, str]
+    ) -> str:
+        stream = engine.api().build(
+            fileobj=context, custom_context=True, dockerfile=dockerfile, tag=tag,
+            buildargs=build_args or None, decode=True, rm=True, forcerm=True,
+            pull=False, network_mode=engine.build_network(),
+        )  # fmt: skip
+        try:
+            for event in stream:
+                self.event(event)
+        finally:
+            # Closing the response stops a build the client abandoned (the daemon cancels it).
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+            self.output.close()
+        if self.error:
+            raise BuildFailed(f"Build failed: {self.error}")
+        if not self.image_id:
+            raise BuildFailed("Build failed: the Docker engine reported no image")
+        return self.image_id
+
+    def event(self, event: dict) -> None:
+        if "stream" in event:
+            self.output.feed(event["stream"])
+            for line in event["stream"].splitlines():
+                self.line(line)
+        elif "status" in event:
+            self.output.feed(event["status"] + "\n")
+        elif "error" in event:
+            self.error = event["error"].strip()
+            self.output.close()
+            self.output.line(self.error)
+        elif "aux" in event and isinstance(event["aux"], dict) and "ID" in event["aux"]:
+            self.image_id = event["aux"]["ID"]
+
+    def line(self, line: str) -> None:
+        if _FROM_STEP_RE.match(line):
+            self._after_from = True
+        elif (match := _STEP_RESULT_RE.match(line)) and self._after_from:
+            self.from_ids.append(match.group(1))
+            self._after_from = False
+        elif match := _SUCCESSFULLY_BUILT_RE.match(line):
+            self.image_id = match.group(1)
 
 
 def _exposed_ports(inspect: dict) -> list[int]:
@@ -260,11 +307,15 @@ def _exposed_ports(inspect: dict) -> list[int]:
     return sorted(numbers)
 
 
-def image_tags(app: str) -> list[tuple[str, str]]:
-    """(tag, image id) for every `dockyard/APP:*` tag on this host."""
+def image_tags(app: str, home: str | None = None) -> list[tuple[str, str]]:
+    """(tag, image id) for every `dockyard/APP:*` tag on this host; with `home`, only those
+    of that Dockyard (and unlabelled ones from before images carried their home)."""
     repo = image_repo(app)
     found = []
     for image in engine.api().images(name=repo):
+        owner = (image.get("Labels") or {}).get(LABEL_HOME)
+        if home is not None and owner and owner != home:
+            continue
         for tag in image.get("RepoTags") or []:
             if tag.rpartition(":")[0] == repo:
                 found.append((tag, image["Id"]))
@@ -282,7 +333,7 @@ def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
     removed = []
     try:
         api = engine.api()
-        for tag, _image_id in image_tags(app):
+        for tag, _image_id in image_tags(app, str(services.settings.data_dir)):
             if tag.rpartition(":")[2] in keep_ids:
                 continue
             try:
@@ -298,19 +349,33 @@ def prune_images(services: Services, app: str, keep: set[str]) -> list[str]:
     return sorted(removed)
 
 
-def retag_app_images(old: str, new: str) -> None:
+def foreign_users(app: str, home: str) -> list[str]:
+    """Containers another Dockyard on this engine runs for an app of this name: its images
+    `dockyard/APP:N` are in use there, and building here would retag them under it."""
+    found = engine.api().containers(all=True, filters={"label": f"{LABEL_APP}={app}"})
+    return [
+        (c.get("Names") or ["?"])[0].lstrip("/")
+        for c in found
+        if (c.get("Labels") or {}).get(LABEL_HOME) not in (None, home)
+    ]
+
+
+def retag_app_images(old: str, new: str, home: str) -> None:
     api = engine.api()
-    for tag, image_id in image_tags(old):
+    for tag, image_id in image_tags(old, home):
         api.tag(image_id, image_repo(new), tag.rpartition(":")[2], force=True)
         # The image now carries the new name too, so this only drops the old tag.
         api.remove_image(tag)
 
 
-def remove_app_images(app: str) -> None:
+def remove_app_images(app: str, home: str) -> None:
+    """Remove the app's tags; the engine removes the layers no other image uses with them."""
     api = engine.api()
-    for tag, _image_id in image_tags(app):
+    for tag, _image_id in image_tags(app, home):
         try:
-            api.remove_image(tag, force=True)
+            # Not forced: a tag forced off an image a container still uses would leave it
+            # behind untagged, where no later clean-up finds it by name.
+            api.remove_image(tag)
         except docker.errors.NotFound:
             pass
         except docker.errors.APIError as exc:

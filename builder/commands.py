@@ -95,10 +95,10 @@ def _rename(services: Services, old: str, new: str) -> None:
         if dst.exists():
             shutil.rmtree(dst)  # leftovers of an app of that name destroyed by hand
         src.rename(dst)
-    retag_app_images(old, new)
+    retag_app_images(old, new, str(services.settings.data_dir))
 
 
 @app_hooks.on_destroy
 def _destroy(services: Services, name: str) -> None:
-    remove_app_images(name)
+    remove_app_images(name, str(services.settings.data_dir))
     shutil.rmtree(services.settings.builds_dir / name, ignore_errors=True)

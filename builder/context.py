@@ -22,6 +22,7 @@ from builder.detect import BuildPlan
 from dockyard.pipeline import Source
 
 DOCKERIGNORE = ".dockerignore"
+DOCKERFILE = "Dockerfile"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 GENERATED_DIR = ".dockyard"
 COPY_CHUNK = 1024 * 1024
@@ -80,6 +81,7 @@ def make_context(
     plan_for: Callable[[str | None, list[str]], BuildPlan],
     spool_dir: Path,
     host_ca: Path = HOST_CA_BUNDLE,
+    last_line: str = "",
 ) -> BuildContext:
     """Spool the source tar to disk, decide the plan (given where a CA bundle would sit and
     every path in the tree), then produce the final context: filtered by .dockerignore,
@@ -96,9 +98,17 @@ def make_context(
         plan = plan_for(ca_path, sorted(names))
         extras: dict[str, bytes] = {}
         dockerfile = None
-        if plan.dockerfile is not None:
+        text = plan.dockerfile
+        if text is None and last_line:
+            own = source.read_file(DOCKERFILE)
+            text = own.decode("utf-8", "surrogateescape") if own is not None else None
+        if text is not None:
+            # `last_line` (the owner's labels) ends the final stage: one step, not one per
+            # label as the engine's own `labels` parameter would add.
             dockerfile = f"{generated}/Dockerfile"
-            extras[dockerfile] = plan.dockerfile.encode()
+            extras[dockerfile] = (text.rstrip("\n") + "\n" + last_line + "\n").encode(
+                "utf-8", "surrogateescape"
+            )
         if plan.needs_ca and ca_path is not None:
             extras[ca_path] = host_ca.read_bytes()
         patterns = dockerignore_patterns(source.read_file(DOCKERIGNORE))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -54,6 +55,13 @@ def app_images() -> dict[str, str]:
     return owners
 
 
+def full_id(short_id: str) -> str:
+    try:
+        return api().inspect_image(short_id)["Id"]
+    except docker.errors.ImageNotFound:
+        return ""
+
+
 def images_labelled(label: str) -> list[dict]:
     return api().images(filters={"label": label})
 
@@ -72,7 +80,9 @@ def run_and_commit(
     with env_file(scratch, environment) as bind:
         created = client.create_container(
             image_id, command=sourcing(argv),
-            host_config=client.create_host_config(init=True, binds=[bind]),
+            host_config=client.create_host_config(
+                init=True, binds=[bind], network_mode=build_network()
+            ),
         )  # fmt: skip
         container_id = created["Id"]
         try:
@@ -91,3 +101,43 @@ def run_and_commit(
             return client.commit(container_id, conf=config)["Id"]
         finally:
             client.remove_container(container_id, force=True)
+
+
+# Builds run on a network of their own whose bridge the host refuses input from: a build
+# reaches the internet (package registries) but none of the host's own services (the SSH
+# front door, nginx, anything listening on the host's addresses).
+BUILD_NETWORK = "dockyard-build"
+BUILD_BRIDGE = "dy-build0"
+_REFUSE_RULE = ["INPUT", "-i", BUILD_BRIDGE, "-j", "REJECT"]
+_build_network_ready = False
+
+
+def build_network() -> str:
+    """The build network, made and fenced off from the host if it is not yet."""
+    global _build_network_ready
+    client = api()
+    if not _build_network_ready:
+        try:
+            client.inspect_network(BUILD_NETWORK)
+        except docker.errors.NotFound:
+            try:
+                client.create_network(
+                    BUILD_NETWORK, driver="bridge",
+                    options={"com.docker.network.bridge.name": BUILD_BRIDGE},
+                    labels={"dockyard.role": "build"},
+                )  # fmt: skip
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # made meanwhile by another Dockyard
+                    raise
+        _build_network_ready = True
+    # Checked before every build: a firewall flush or a reboot removes the rule.
+    for tool in ("iptables", "ip6tables"):
+        if subprocess.run([tool, "-C", *_REFUSE_RULE], capture_output=True).returncode == 0:
+            continue
+        added = subprocess.run([tool, "-I", *_REFUSE_RULE], capture_output=True, text=True)
+        if added.returncode != 0 and tool == "iptables":
+            raise BuildFailed(
+                "Cannot fence builds off from this host's services (iptables: "
+                f"{added.stderr.strip() or added.returncode}); refusing to build"
+            )
+    return BUILD_NETWORK

@@ -6,12 +6,19 @@ code (and build-time secrets) into this app. Two checks, both before the build s
 
 1. `image_references` reads every image a Dockerfile names (`FROM`, `COPY --from=`,
    `RUN --mount=…,from=`, also under `ONBUILD`) the way the builder will: continuation
-   lines joined with comment and blank lines inside them dropped, `ARG` defaults and the
-   app's build args substituted with `${VAR:-default}` / `${VAR:+alt}` semantics. What it
-   cannot read faithfully (an `escape` parser directive) is refused, not guessed at.
+   lines joined with comment and blank lines inside them dropped, and `ARG`s scoped as the
+   builder scopes them — a `FROM` line sees only the ARGs declared before the first
+   `FROM` (with the app's build args for those), whatever a stage redeclares. `--from=`
+   and `from=` take no variables at all: there the builder would also expand `ENV`,
+   including ENV inherited from a base image, which no reading of the text can know, so a
+   `$` there is refused. What the text check cannot read faithfully (an `escape` parser
+   directive) is refused, not guessed at.
 2. `check_image_sources` asks the engine what each reference resolves to and refuses it
    when that is an image tagged for another app, or when it resolves only by image id (a
    name that is a prefix of some image's id), whatever registry prefix spelled it.
+3. After the build, `check_images_used` looks at what the engine actually used — the image
+   each `FROM` step resolved to, as the build reported it — and refuses (the build's image
+   is removed) if any is another app's image.
 """
 
 from __future__ import annotations
@@ -78,8 +85,9 @@ def _substitute(text: str, args: Mapping[str, str]) -> str:
 
 
 def image_references(dockerfile: str, build_args: Mapping[str, str]) -> list[str]:
-    """Every image the Dockerfile names, variables resolved; build stages left out."""
-    args: dict[str, str] = {}
+    """Every image the Dockerfile names, variables resolved as the builder resolves them;
+    build stages left out."""
+    global_args: dict[str, str] = {}  # declared before the first FROM: FROM lines see these
     stages: list[str] = []
     refs: list[str] = []
     for line in _instructions(dockerfile):
@@ -93,29 +101,43 @@ def image_references(dockerfile: str, build_args: Mapping[str, str]) -> list[str
                 continue
             keyword, rest = m.group(1).upper(), m.group(2)
         if keyword == "ARG":
-            try:
-                words = shlex.split(rest)
-            except ValueError:
-                raise BuildFailed(f"Cannot read the Dockerfile line {line!r}") from None
-            for word in words:
-                name, sep, default = word.partition("=")
-                # A build arg given to the build wins over the Dockerfile's default.
-                args[name] = build_args.get(name, _substitute(default, args) if sep else "")
+            # A stage's own ARGs reach neither FROM lines nor (refused below) --from=.
+            if not stages:
+                _declare_global(line, rest, build_args, global_args)
             continue
         if keyword == "FROM":
-            fm = _FROM_RE.match(_substitute(rest, args))
+            fm = _FROM_RE.match(_substitute(rest, global_args))
             if fm:
-                _note(fm.group(1), args, stages, refs)
-                stages.append((fm.group(2) or "").lower())
+                _note(fm.group(1), stages, refs)
+            stages.append((fm.group(2) or "").lower() if fm else "")
             continue
         for raw in _FROM_FLAG_RE.findall(rest) + _MOUNT_FROM_RE.findall(rest):
-            _note(raw, args, stages, refs)
+            if "$" in raw:
+                raise BuildFailed(
+                    f"The Dockerfile line {line[:120]!r} names its source with a variable; "
+                    "name the build stage or the image literally"
+                )
+            _note(raw, stages, refs)
     return refs
 
 
-def _note(raw: str, args: Mapping[str, str], stages: list[str], refs: list[str]) -> None:
+def _declare_global(
+    line: str, rest: str, build_args: Mapping[str, str], args: dict[str, str]
+) -> None:
+    """`ARG NAME[=default]…` before the first FROM: a build arg given to the build wins
+    over the declared default."""
+    try:
+        words = shlex.split(rest)
+    except ValueError:
+        raise BuildFailed(f"Cannot read the Dockerfile line {line!r}") from None
+    for word in words:
+        name, sep, default = word.partition("=")
+        args[name] = build_args.get(name, _substitute(default, args) if sep else "")
+
+
+def _note(raw: str, stages: list[str], refs: list[str]) -> None:
     """Add `raw` to `refs` unless it names an earlier build stage (by name or index)."""
-    ref = _substitute(raw, args).strip("\"'")
+    ref = raw.strip("\"'")
     if not ref:
         return  # `FROM $UNSET`: the builder refuses it itself
     if ref.lower() in [s for s in stages if s] or (ref.isdigit() and int(ref) < len(stages)):
@@ -176,3 +198,18 @@ def _refusal(ref: str, app: str) -> str:
         f"The Dockerfile uses {ref!r}, another app's image; an app may build only from its own "
         f"images ({APP_IMAGE_NAMESPACE}{app}) and public or platform base images"
     )
+
+
+def check_images_used(
+    used_ids: Iterable[str], app: str, app_images: Callable[[], Mapping[str, str]]
+) -> None:
+    """Raise BuildFailed if a FROM of the build used another app's image.
+    `used_ids` are full image ids as the engine reported them."""
+    others = {i: a for i, a in app_images().items() if a != app}
+    for image_id in used_ids:
+        if image_id in others:
+            raise BuildFailed(
+                f"The build used app {others[image_id]}'s image ({image_id[7:19]}); an app may "
+                f"build only from its own images ({APP_IMAGE_NAMESPACE}{app}) and public or "
+                "platform base images. The build's image was removed"
+            )

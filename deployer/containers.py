@@ -19,11 +19,10 @@ import structlog
 from docker.models.containers import Container
 
 from dockyard.errors import DockyardError
+from dockyard.images import LABEL_APP, LABEL_HOME
 
 # Which Dockyard (its data dir) owns a container: several may share one engine, and one
 # must never treat another's containers as strays.
-LABEL_HOME = "dockyard.home"
-LABEL_APP = "dockyard.app"
 LABEL_RELEASE = "dockyard.release"
 LABEL_PROCESS = "dockyard.process"
 LABEL_INSTANCE = "dockyard.instance"
@@ -245,6 +244,12 @@ def app_containers(
     if include_one_off:
         return found
     return [c for c in found if c.labels.get(LABEL_PROCESS) != ONE_OFF_PROCESS]
+
+
+def one_offs_running(home: str, app: str) -> int:
+    """How many one-off containers (run, cron, deploy phases) the app has now."""
+    found = app_containers(home, app, include_one_off=True)
+    return sum(1 for c in found if c.labels.get(LABEL_PROCESS) == ONE_OFF_PROCESS)
 
 
 def list_containers(filters: dict) -> list[Container]:

@@ -218,6 +218,10 @@ class CronStore:
         return True
 
 
+class CronSkipped(Exception):
+    """A due run that did not start, for a reason that is not an error (a limit)."""
+
+
 class Running:
     """Cron runs in flight in this process, so a slow one makes the next one skip."""
 
@@ -243,8 +247,12 @@ running = Running()
 def start_run(services: Services, app: App, release: Release, entry: CronEntry) -> None:
     """Start a scheduled run in the background; its end is recorded by a waiting thread."""
     from deployer import containers as docker_ops
-    from deployer.deploy import ReleaseDeployer, quiet_output
+    from deployer.deploy import ReleaseDeployer, home_of, quiet_output
+    from deployer.settings import ONE_OFFS
 
+    limit = ONE_OFFS.get(services.properties, None)
+    if docker_ops.one_offs_running(home_of(services), app.name) >= limit:
+        raise CronSkipped(f"{app.name} already runs {limit} one-off containers")
     spec = ReleaseDeployer(services, app, quiet_output()).spec(
         release, docker_ops.ONE_OFF_PROCESS, f"cron-{entry.id}"
     )
@@ -300,6 +308,10 @@ def tick(services: Services, now: float) -> list[str]:
             try:
                 start_run(services, app, release, entry)
                 started.append(f"{app.name}:{entry.id}")
+            except CronSkipped as exc:
+                running.done(app, entry.id)
+                store.finished(app, entry.id, "skipped")
+                log.warning("cron run skipped", app=app.name, cron=entry.id, reason=str(exc))
             except Exception as exc:  # one app's engine error must not stop the others
                 running.done(app, entry.id)
                 store.finished(app, entry.id, "failed to start")

@@ -14,6 +14,7 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, NoReturn, Protocol
 
 import docker.errors
+import structlog
 from docker.models.containers import Container
 
 from deployer import containers as docker_ops
@@ -26,7 +27,13 @@ from deployer.containers import (
     retiring_name,
     staged_name,
 )
-from deployer.healthchecks import CheckFailed, checks_for, run_check, wait_running
+from deployer.healthchecks import (
+    CheckFailed,
+    checks_for,
+    container_failed,
+    run_check,
+    wait_running,
+)
 from deployer.networks import ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
@@ -41,6 +48,7 @@ if TYPE_CHECKING:
     from dockyard.services import Services
 
 LOG_LINES_ON_FAILURE = 20
+log = structlog.get_logger("dockyard.deployer")
 
 
 class DeployError(DockyardError):
@@ -211,7 +219,10 @@ class ReleaseDeployer:
             wait_running(container)
             return
         self.out.detail(f"Attempting pre-flight checks ({dyno})")
-        host = docker_ops.address_in(container, spec.networks[0])
+        try:
+            host = docker_ops.address_in(container, spec.networks[0])
+        except DockyardError:  # no address: it stopped before the first check
+            raise CheckFailed(container_failed(container) or "container has no address") from None
         for check in checks:
             run_check(container, check, host, spec.port)
         self.out.detail(f"All checks successful ({dyno})")
@@ -304,9 +315,11 @@ class ReleaseDeployer:
         self.out.step(f"Deploying {self.app.name}...")
         wanted = [(t, n) for t, q in sorted(formation.items()) for n in range(1, q + 1)]
         old = docker_ops.app_containers(self.home, self.app.name)
+        started = time.monotonic()
         new = self.start_checked(
             release, wanted, lambda t, n: staged_name(self.app.name, t, n, release.version)
         )
+        checked = time.monotonic()
         try:
             urls = self.publish([c for c in new if docker_ops.instance_of(c)[0] == "web"])
         except DockyardError as exc:
@@ -321,6 +334,11 @@ class ReleaseDeployer:
             if release.revision:
                 self.services.config.set(self.app, {GIT_REV: release.revision})
         self.swap_names(old, new)
+        log.info(
+            "switched", app=self.app.name, release=release.name,
+            started_and_checked=round(checked - started, 3),
+            published=round(time.monotonic() - checked, 3),
+        )  # fmt: skip
         self.out.heading("Application deployed:")
         for url in urls:
             self.out.detail(url)

@@ -6,7 +6,7 @@ HTTP status to expect); a single object is taken as a one-element list. A declar
 check passes only on a 2xx or 3xx answer (or its `status`), after waiting its
 `initialDelay`. Checks reach the container on its address in the app's network, at the
 check's `port` or the app's `PORT`. Without declared checks the default is fast: the port
-must answer an HTTP request with any status below 500, polled every 0.2 s for up to 6 s —
+must answer an HTTP request with any status below 500, polled every 0.05 s for up to 6 s —
 Dokku's default instead waits a fixed 10 s.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from docker.models.containers import Container
 
-DEFAULT_ATTEMPTS = 30
-DEFAULT_WAIT = 0.2
+DEFAULT_ATTEMPTS = 120
+DEFAULT_WAIT = 0.05
 DEFAULT_TIMEOUT = 1.0
 # Dokku's defaults for a check the app declares itself.
 DECLARED_ATTEMPTS = 5

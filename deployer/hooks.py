@@ -150,8 +150,9 @@ def _destroy(services: Services, name: str) -> None:
     docker_ops.remove(found, timeout=2)
     remove_app_network(home_of(services), name)
     # Routes go with the proxy's own destroy hook. The builder's hook ran first, while these
-    # containers still held the images; now nothing uses them.
-    builder.prune_images(services, name, set())
+    # containers still held the images; now nothing uses them: every tag goes, `latest`
+    # too, and with them the layers no other image shares.
+    builder.remove_images(services, name)
 
 
 @app_hooks.on_rename

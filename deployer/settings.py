@@ -9,6 +9,7 @@ from dockyard.apps import App
 from dockyard.properties import (
     BOOLEAN,
     BadValue,
+    Level,
     PropertyGroup,
     PropertyStore,
     decimal,
@@ -60,6 +61,10 @@ MEMORY = RESOURCE.declare(
 CPU = RESOURCE.declare(
     "cpu", decimal(0.01, 256), float, label="Limit cpu", note=APPLIED_LATER,
     help="CPUs per container (1.5 = one and a half)",
+)  # fmt: skip
+ONE_OFFS = RESOURCE.declare(
+    "max-one-offs", whole_number(1, 1000), int, default="8", levels=Level.GLOBAL,
+    label="Limit one-offs", help="one-off containers (run, cron) one app may run at once",
 )  # fmt: skip
 PIDS = RESOURCE.declare(
     "pids", whole_number(16, 1_000_000), int, default=str(DEFAULT_PIDS_LIMIT),

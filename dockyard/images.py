@@ -16,6 +16,10 @@ import docker
 import docker.errors
 
 DEFAULT_DOCKER_HOST = "unix://var/run/docker.sock"
+# Whose an image or container is: the Dockyard (its data dir) and the app. Several
+# Dockyards may share one engine; each acts only on what carries its own home.
+LABEL_HOME = "dockyard.home"
+LABEL_APP = "dockyard.app"
 PULL_STATES = ("Pulling from", "Pull complete", "Already exists", "Digest:", "Status:")
 
 

@@ -2,24 +2,41 @@
 
 A key Dockyard added carries its name and role as options, e.g.
 
-    environment="DOCKYARD_KEY=alice",environment="DOCKYARD_ROLE=admin",restrict ssh-ed25519 AAAA…
+    environment="DOCKYARD_KEY=alice",environment="DOCKYARD_ROLE=admin",restrict,pty \
+        ssh-ed25519 AAAA… alice
 
 A line added by hand without them is a non-admin key named by its fingerprint. The file is
 re-read whenever it changes on disk, so hand edits apply on the next login.
+
+Invariants:
+- A line Dockyard writes is exactly its own options, the key's type and base64, and the
+  key's name as comment: nothing of the text a user handed over (its comment, options, any
+  control character) reaches the file. Keys with anything but printable text are refused.
+- The file is read as OpenSSH reads it: lines end at `\n` only.
+- Options are honoured as OpenSSH honours them where they mean something here — `from=`
+  (client address patterns and CIDRs), `expiry-time=`, `restrict`/`pty`/`no-pty` (a
+  terminal for `ssh -t`) — or are harmless here (forwarding is never offered). A line with
+  any other option (`command=`, `principals=`, `cert-authority`, `tunnel=`, `permitopen=`,
+  an `environment=` that is not Dockyard's…) is refused and logged, never half-honoured.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
+import fnmatch
+import ipaddress
 import os
 import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncssh
+import structlog
 
 from dockyard.errors import Conflict, NotFound, UsageError
 from dockyard.names import check_key_name
@@ -28,6 +45,22 @@ NAME_OPTION = "DOCKYARD_KEY"
 ROLE_OPTION = "DOCKYARD_ROLE"
 ADMIN_ROLE = "admin"
 _KEY_TYPE_RE = re.compile(r"^(ssh-|ecdsa-|sk-)")
+MAX_KEY_TEXT = 16384
+log = structlog.get_logger("dockyard.keys")
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """What a line's options allow: where from, until when, and a terminal or not."""
+
+    from_patterns: tuple[str, ...] = ()  # empty: from anywhere
+    expires_at: float | None = None  # epoch seconds; None: never
+    pty: bool = True
+
+    def allows(self, address: str, now: float) -> bool:
+        if self.expires_at is not None and now >= self.expires_at:
+            return False
+        return not self.from_patterns or address_matches(address, self.from_patterns)
 
 
 @dataclass(frozen=True)
@@ -36,6 +69,7 @@ class KeyEntry:
     is_admin: bool
     key: asyncssh.SSHKey
     line: str
+    policy: KeyPolicy = KeyPolicy()
 
     @property
     def fingerprint(self) -> str:
@@ -58,27 +92,114 @@ def _split_options(line: str) -> tuple[str, str]:
     """Split an authorized_keys line into (options, "type base64 [comment]")."""
     if _KEY_TYPE_RE.match(line):
         return "", line
-    in_quotes = False
+    in_quotes, escaped = False, False
     for i, ch in enumerate(line):
-        if ch == '"':
+        if escaped:
+            escaped = False
+        elif ch == "\\" and in_quotes:
+            escaped = True
+        elif ch == '"':
             in_quotes = not in_quotes
         elif ch in " \t" and not in_quotes:
             return line[:i], line[i:].strip()
     return line, ""
 
 
-def _parse_options(options: str) -> dict[str, str]:
-    """Return the environment="K=V" options; other options are kept in the line untouched."""
+# Options that restrict nothing Dockyard offers (it never forwards anything, runs no rc).
+HARMLESS_OPTIONS = frozenset({
+    "no-port-forwarding", "no-agent-forwarding", "no-x11-forwarding", "no-user-rc",
+    "port-forwarding", "agent-forwarding", "x11-forwarding", "user-rc",
+})  # fmt: skip
+OUR_ENVIRONMENT = frozenset({NAME_OPTION, ROLE_OPTION})
+OPTION_RE = re.compile(r'([A-Za-z0-9-]+)(?:="((?:[^"\\]|\\.)*)")?(?:,|$)')
+
+
+class UnsupportedOption(ValueError):
+    pass
+
+
+def parse_options(options: str) -> tuple[dict[str, str], KeyPolicy]:
+    """Dockyard's `environment=` values and the policy the options make; raises
+    UnsupportedOption for anything Dockyard cannot honour."""
     env: dict[str, str] = {}
-    for match in re.finditer(r'environment="([^"=]+)=([^"]*)"', options):
-        env[match.group(1)] = match.group(2)
-    return env
+    patterns: tuple[str, ...] = ()
+    expires: float | None = None
+    restricted, pty = False, None
+    pos = 0
+    while pos < len(options):
+        match = OPTION_RE.match(options, pos)
+        if match is None or match.end() == pos:
+            raise UnsupportedOption(f"malformed options near {options[pos:pos + 20]!r}")
+        pos = match.end()
+        name, value = match.group(1).lower(), match.group(2)
+        value = None if value is None else re.sub(r"\\(.)", r"\1", value)
+        if name == "environment" and value is not None and "=" in value:
+            key, _, val = value.partition("=")
+            if key not in OUR_ENVIRONMENT:
+                raise UnsupportedOption(f"environment={key} (only {NAME_OPTION}, {ROLE_OPTION})")
+            env[key] = val
+        elif name == "from" and value:
+            patterns = tuple(p.strip() for p in value.split(",") if p.strip())
+        elif name == "expiry-time" and value:
+            expires = parse_expiry(value)
+        elif name == "restrict" and value is None:
+            restricted = True
+        elif name in ("pty", "no-pty") and value is None:
+            pty = name == "pty"
+        elif name in HARMLESS_OPTIONS and value is None:
+            continue
+        else:
+            raise UnsupportedOption(f"option {name!r} is not supported")
+    allow_pty = pty if pty is not None else not restricted
+    return env, KeyPolicy(patterns, expires, allow_pty)
+
+
+EXPIRY_RE = re.compile(r"^(\d{8})(\d{4}(\d{2})?)?(Z)?$")
+
+
+def parse_expiry(value: str) -> float:
+    """OpenSSH's `YYYYMMDD[HHMM[SS]][Z]`: local time, or UTC with `Z`."""
+    match = EXPIRY_RE.fullmatch(value)
+    if match is None:
+        raise UnsupportedOption(f"expiry-time {value!r} is not YYYYMMDD[HHMM[SS]][Z]")
+    text = match.group(1) + (match.group(2) or "0000") + ("" if match.group(3) else "00")
+    try:
+        moment = datetime.strptime(text, "%Y%m%d%H%M%S")
+    except ValueError:
+        raise UnsupportedOption(f"expiry-time {value!r} is not a date") from None
+    if match.group(4):
+        return moment.replace(tzinfo=UTC).timestamp()
+    return moment.timestamp()
+
+
+def address_matches(address: str, patterns: tuple[str, ...]) -> bool:
+    """OpenSSH's `from=` on an address: a negated match refuses, else any match allows."""
+    allowed = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if _pattern_matches(address, pattern[1:] if negated else pattern):
+            if negated:
+                return False
+            allowed = True
+    return allowed
+
+
+def _pattern_matches(address: str, pattern: str) -> bool:
+    if "/" in pattern:
+        try:
+            return ipaddress.ip_address(address) in ipaddress.ip_network(pattern, strict=False)
+        except ValueError:
+            return False
+    return fnmatch.fnmatchcase(address, pattern)
 
 
 def parse_public_key(text: str) -> asyncssh.SSHKey:
-    """Parse one OpenSSH public key line (options are not allowed here)."""
+    """Parse one OpenSSH public key line (`type base64 [comment]`, no options). Anything
+    that is not printable text is refused: a key line must stay one line."""
     text = text.strip()
-    if not text or "\n" in text or not _KEY_TYPE_RE.match(text):
+    if not text or len(text) > MAX_KEY_TEXT or not text.isprintable():
+        raise UsageError("Invalid ssh public key")
+    if not _KEY_TYPE_RE.match(text):
         raise UsageError("Invalid ssh public key")
     try:
         return asyncssh.import_public_key(text)
@@ -105,21 +226,39 @@ def public_keys(text: str) -> list[str]:
     return found
 
 
-def parse_authorized_keys(text: str) -> list[KeyEntry]:
-    entries = []
-    for raw in text.splitlines():
-        line = raw.strip()
+def key_text(key: asyncssh.SSHKey) -> str:
+    """`type base64`, without any comment the key came with."""
+    algorithm = key.get_algorithm()
+    return f"{algorithm} {base64.b64encode(key.public_data).decode('ascii')}"
+
+
+@dataclass(frozen=True)
+class RefusedLine:
+    number: int
+    reason: str
+
+
+def parse_authorized_keys(text: str) -> tuple[list[KeyEntry], list[RefusedLine]]:
+    entries, refused = [], []
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.rstrip("\r").strip()
         if not line or line.startswith("#"):
             continue
         options, keytext = _split_options(line)
         try:
             key = asyncssh.import_public_key(keytext)
         except (asyncssh.KeyImportError, ValueError):
-            continue  # a malformed hand-edited line must not lock everyone else out
-        env = _parse_options(options)
+            # A malformed hand-edited line must not lock everyone else out.
+            refused.append(RefusedLine(number, "not a public key"))
+            continue
+        try:
+            env, policy = parse_options(options)
+        except UnsupportedOption as exc:
+            refused.append(RefusedLine(number, str(exc)))
+            continue
         name = env.get(NAME_OPTION) or key.get_fingerprint("sha256")
-        entries.append(KeyEntry(name, env.get(ROLE_OPTION) == ADMIN_ROLE, key, line))
-    return entries
+        entries.append(KeyEntry(name, env.get(ROLE_OPTION) == ADMIN_ROLE, key, line, policy))
+    return entries, refused
 
 
 class KeyStore:
@@ -139,8 +278,11 @@ class KeyStore:
         stamp = (st.st_ino, st.st_size, st.st_mtime_ns)
         with self._mutex:
             if stamp != self._cache_stamp:
-                self._cache = parse_authorized_keys(self.path.read_text(errors="replace"))
-                self._cache_stamp = stamp
+                entries, refused = parse_authorized_keys(self.path.read_text(errors="replace"))
+                for line in refused:
+                    log.warning("authorized_keys line refused", line=line.number,
+                                reason=line.reason)  # fmt: skip
+                self._cache, self._cache_stamp = entries, stamp
             return list(self._cache)
 
     def identify(self, key: asyncssh.SSHKey) -> KeyEntry | None:
@@ -169,11 +311,28 @@ class KeyStore:
             options = [f'environment="{NAME_OPTION}={name}"']
             if admin:
                 options.append(f'environment="{ROLE_OPTION}={ADMIN_ROLE}"')
-            options.append("restrict")
-            keytext = key.export_public_key("openssh").decode().strip()
-            line = f"{','.join(options)} {keytext} {name}"
+            options += ["restrict", "pty"]
+            line = f"{','.join(options)} {key_text(key)} {name}"
             self._rewrite(self._lines() + [line])
         return self.get(name)
+
+    def upgrade(self) -> int:
+        """Lines Dockyard wrote before it honoured `restrict` said `restrict` to mean "no
+        forwarding" and still allowed a terminal: give them `pty`, as it writes lines now.
+        Returns how many lines changed; hand-written lines are left as they are."""
+        with self._locked():
+            lines, changed = [], 0
+            for line in self._lines():
+                options, keytext = _split_options(line.strip())
+                names = [o.split("=", 1)[0] for o in re.findall(r'[a-z-]+(?:="[^"]*")?', options)]
+                ours = f'environment="{NAME_OPTION}=' in options
+                if ours and "restrict" in names and "pty" not in names and "no-pty" not in names:
+                    line = f"{options},pty {keytext}"
+                    changed += 1
+                lines.append(line)
+            if changed:
+                self._rewrite(lines)
+        return changed
 
     def remove(self, name: str) -> KeyEntry:
         with self._locked():

@@ -16,6 +16,7 @@ from dockyard.config_vars import ConfigStore
 from dockyard.errors import NotFound
 from dockyard.keys import KeyStore
 from dockyard.locks import app_lock
+from dockyard.names import check_app_name
 from dockyard.properties import PropertyStore
 from dockyard.settings import Settings
 from dockyard.state import StateStore
@@ -37,6 +38,18 @@ _forget_key_hooks: list[ForgetKeyHook] = []
 def on_forget_key(hook: ForgetKeyHook) -> ForgetKeyHook:
     _forget_key_hooks.append(hook)
     return hook
+
+
+# Stages that give an app's name a meaning outside Dockyard (the proxy: APP.<global domain>)
+# may refuse a name before an app is created or renamed onto it: `check(services, name,
+# app_being_renamed_or_None)` raises a DockyardError.
+NameCheck = Callable[["Services", str, "App | None"], None]
+_name_checks: list[NameCheck] = []
+
+
+def on_new_name(check: NameCheck) -> NameCheck:
+    _name_checks.append(check)
+    return check
 
 
 def on_rename(hook: RenameHook) -> RenameHook:
@@ -71,8 +84,17 @@ class Services:
                 raise NotFound(f"App {app.name} was renamed or destroyed meanwhile")
             yield fresh
 
+    def create_app(self, name: str, owner: str) -> App:
+        """Create an app, if no stage refuses its name."""
+        for check in _name_checks:
+            check(self, check_app_name(name), None)
+        return self.apps.create(name, owner)
+
     def rename_app(self, old: str, new: str) -> App:
-        """Rename in state, then let every stage move what it keeps under the old name."""
+        """Rename in state, if no stage refuses the new name, then let every stage move what
+        it keeps under the old name."""
+        for check in _name_checks:
+            check(self, check_app_name(new), self.apps.get(old))
         app = self.apps.rename(old, new)
         for hook in _rename_hooks:
             hook(self, old, new)

@@ -29,10 +29,11 @@ from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
 from dockyard.services import Services
 from gitrecv.fetchspec import GIT_PROTOCOL_ENV, protocol_version
-from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE
+from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE, SUBMODULE_PRIVATE_HOSTS
 from gitrecv.receive import DeployingReceivePackHandler
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
-from gitrecv.source import GitSource
+from gitrecv.source import GitSource, SubmoduleFetcherFactory
+from gitrecv.submodules import SubmoduleFetcher
 from gitrecv.upload import UploadPack
 
 log = structlog.get_logger("dockyard.gitrecv")
@@ -73,7 +74,8 @@ class AppDeployTarget:
             stderr=progress,
             out=Output(progress, progress, quiet=self.ctx.out.quiet),
         )
-        pipeline.deploy(pipeline_ctx, self.app, GitSource(self.repo, revision))
+        source = GitSource(self.repo, revision, submodules_for(self.ctx.services))
+        pipeline.deploy(pipeline_ctx, self.app, source)
         if not DEPLOY_BRANCH.raw(properties, self.app):
             DEPLOY_BRANCH.set(properties, self.app, branch)
         properties.set(self.app, DEPLOYED_AT, str(time.time()))
@@ -89,7 +91,7 @@ def _app_for_push(ctx: Context, name: str) -> App:
                 f"(apps:set --global disable-autocreation). Create it first: apps:create {name}"
             )
         try:
-            services.apps.create(name, owner=ctx.identity.name)
+            services.create_app(name, owner=ctx.identity.name)
             ctx.event("apps:create", name, "created by git push")
         except Conflict:
             pass  # a concurrent push created it first; ctx.app checks who owns it
@@ -214,7 +216,12 @@ def deploy_branch_source(services: Services, app: App) -> GitSource | None:
     except KeyError:
         repo.close()
         return None
-    return GitSource(repo, revision.decode("ascii"))
+    return GitSource(repo, revision.decode("ascii"), submodules_for(services))
+
+
+def submodules_for(services: Services) -> SubmoduleFetcherFactory:
+    hosts = SUBMODULE_PRIVATE_HOSTS.get(services.properties, None)
+    return lambda repo, gitmodules: SubmoduleFetcher(repo, gitmodules, hosts)
 
 
 @app_hooks.on_rename

@@ -47,3 +47,20 @@ GC_INTERVAL = GIT.declare(
     "gc-interval", whole_number(1, 366 * DAY), int, default=str(DAY), levels=Level.GLOBAL,
     help="seconds between scheduled repacks of each repository",
 )  # fmt: skip
+
+
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,252}[A-Za-z0-9])?$")
+
+
+def _hosts(value: str) -> str:
+    hosts = [h.strip() for h in value.split(",") if h.strip()]
+    if not hosts or not all(HOST_RE.fullmatch(h) for h in hosts):
+        raise BadValue("takes host names or addresses, separated by commas")
+    return ",".join(hosts)
+
+
+SUBMODULE_PRIVATE_HOSTS = GIT.declare(
+    "submodule-private-hosts", _hosts, lambda v: [h for h in v.split(",") if h],
+    levels=Level.GLOBAL,
+    help="hosts on private networks that submodules may be fetched from (an internal git)",
+)  # fmt: skip

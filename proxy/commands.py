@@ -7,10 +7,10 @@ from collections.abc import Callable
 from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.context import Context
-from dockyard.errors import Conflict, DockyardError, UsageError
+from dockyard.errors import DockyardError, UsageError
 from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
-from proxy import certs, letsencrypt
+from proxy import certs, claims, letsencrypt
 from proxy.properties import PROXY
 from proxy.render import listen_address
 from proxy.router import GLOBAL_DOMAIN, Router
@@ -28,12 +28,9 @@ def _app_and_domains(name: str) -> CommandParser:
     return parser
 
 
-def _checked_domains(router: Router, app: App, domains: list[str]) -> list[str]:
+def _checked_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> list[str]:
     checked = list(dict.fromkeys(check_domain(d) for d in domains))
-    others = {router.default_domain(a): a.name for a in router.services.apps.all() if a != app}
-    for domain in checked:
-        if domain in others:
-            raise Conflict(f"Domain {domain} is already used by app {others[domain]}")
+    claims.check_domains(router, app, checked, ctx.identity.is_admin)
     return checked
 
 
@@ -49,7 +46,7 @@ def domains_add(ctx: Context, argv: list[str]) -> None:
     args = _app_and_domains("domains:add").parse_args(argv)
     app = ctx.app(args.app)
     router = _router(ctx)
-    new = _checked_domains(router, app, args.domains)
+    new = _checked_domains(ctx, router, app, args.domains)
     current = router.store.domains(app)
     _set_domains(ctx, router, app, current + [d for d in new if d not in current])
     for domain in new:
@@ -76,7 +73,7 @@ def domains_set(ctx: Context, argv: list[str]) -> None:
     args = _app_and_domains("domains:set").parse_args(argv)
     app = ctx.app(args.app)
     router = _router(ctx)
-    domains = _checked_domains(router, app, args.domains)
+    domains = _checked_domains(ctx, router, app, args.domains)
     _set_domains(ctx, router, app, domains)
     ctx.out.step(f"Set {' '.join(domains)} for {app.name}")
 
@@ -118,6 +115,7 @@ def domains_set_global(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("domain")
     domain = check_domain(parser.parse_args(argv).domain, allow_wildcard=False)
     router = _router(ctx)
+    claims.check_global_domain(router, domain)
     router.apply(lambda: ctx.services.properties.set(None, GLOBAL_DOMAIN, domain))
     ctx.out.step(f"Set global domain to {domain}")
     ctx.event("domains:set-global", None, domain)

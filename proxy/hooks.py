@@ -17,7 +17,7 @@ from dockyard import services as app_hooks
 from dockyard.bridge import run_blocking
 from dockyard.errors import DockyardError
 from dockyard.services import Services
-from proxy import certs
+from proxy import certs, claims
 from proxy.router import Router
 
 log = structlog.get_logger("proxy")
@@ -68,3 +68,7 @@ def rename_app(services: Services, old: str, new: str) -> None:
     # has started yet) there is nothing to update: the next start renders from state.
     if router.is_serving():
         router.apply()
+
+
+# APP.<global domain> must be free for the app that takes the name (proxy.claims).
+app_hooks.on_new_name(claims.check_app_name)

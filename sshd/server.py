@@ -27,8 +27,9 @@ import asyncssh
 import structlog
 
 from dockyard.access import Identity
-from dockyard.bridge import run_blocking
+from dockyard.bridge import MAX_WORKERS, run_blocking
 from dockyard.keys import KeyEntry
+from dockyard.output import ERROR
 from dockyard.services import Services
 from sshd.checks import record_listen
 from sshd.hostkeys import load_or_create_host_keys
@@ -38,6 +39,7 @@ from sshd.tcp import acknowledge_promptly
 log = structlog.get_logger("dockyard.sshd")
 
 IDENTITY_INFO = "dockyard_identity"
+POLICY_INFO = "dockyard_key_policy"  # what the key's authorized_keys options allow
 # More than an SSH banner (at most 255 bytes): the client has begun its key exchange.
 KEY_EXCHANGE_STARTED_BYTES = 256
 # How far an unauthenticated connection got, least first (see ConnectionTable).
@@ -55,6 +57,57 @@ class FrontDoorLimits:
     refusal_window: float = 60.0  # seconds a refused key counts against its source address
     refusals_before_delay: int = 10  # refusals per address in the window before delays begin
     max_refusal_delay: float = 2.0  # seconds; the delay doubles per refusal up to this
+    # Commands running at once: each holds a worker thread while it runs or waits on stdin.
+    max_sessions_per_connection: int = 10
+    max_sessions_per_key: int = 16  # non-admin keys, over all their connections
+    admin_reserve: int = 32  # workers non-admin keys can never take (admins get them)
+    stdin_idle_timeout: float = 300.0  # a command waiting on a silent client gives up
+
+
+class SessionBudget:
+    """Who may start one more command: a non-admin key at most `max_sessions_per_key` at
+    once, any connection at most `max_sessions_per_connection`, and non-admin keys together
+    never so many that fewer than `admin_reserve` workers are left — so no tenant, however
+    many sessions it opens, can make an admin's command wait for a worker."""
+
+    def __init__(self, limits: FrontDoorLimits, workers: int) -> None:
+        self.limits = limits
+        self.workers = workers
+        self.per_key: dict[str, int] = {}
+        self.per_connection: dict[int, int] = {}
+        self.non_admin = 0
+
+    def admit(self, identity: Identity, connection: object) -> str | None:
+        """None when admitted (call `release` after), else why not."""
+        conn_id = id(connection)
+        if self.per_connection.get(conn_id, 0) >= self.limits.max_sessions_per_connection:
+            return (f"Too many commands at once on this connection "
+                    f"(at most {self.limits.max_sessions_per_connection})")  # fmt: skip
+        if not identity.is_admin:
+            if self.per_key.get(identity.name, 0) >= self.limits.max_sessions_per_key:
+                return (f"Too many commands at once for key {identity.name} "
+                        f"(at most {self.limits.max_sessions_per_key})")  # fmt: skip
+            if self.non_admin >= self.workers - self.limits.admin_reserve:
+                return "The server is busy; try again shortly"
+            self.per_key[identity.name] = self.per_key.get(identity.name, 0) + 1
+            self.non_admin += 1
+        self.per_connection[conn_id] = self.per_connection.get(conn_id, 0) + 1
+        return None
+
+    def release(self, identity: Identity, connection: object) -> None:
+        conn_id = id(connection)
+        left = self.per_connection.get(conn_id, 1) - 1
+        if left:
+            self.per_connection[conn_id] = left
+        else:
+            self.per_connection.pop(conn_id, None)
+        if not identity.is_admin:
+            left = self.per_key.get(identity.name, 1) - 1
+            if left:
+                self.per_key[identity.name] = left
+            else:
+                self.per_key.pop(identity.name, None)
+            self.non_admin -= 1
 
 
 class ConnectionTable:
@@ -233,6 +286,10 @@ class FrontDoorConnection(asyncssh.SSHServer):
         """True for a known key. A refusal is answered at once, or, when the source address
         has earned a delay, by an awaitable that answers after it (asyncssh awaits it)."""
         entry = self.services.keys.identify(key)
+        if entry is not None and not entry.policy.allows(self.address, time.time()):
+            # authorized_keys' from= / expiry-time= say no: as if the key were unknown.
+            log.info("key refused by its options", peer=self.peer, user=entry.name)
+            entry = None
         self._last_validated = entry
         if entry is not None:
             return True
@@ -263,7 +320,7 @@ class FrontDoorConnection(asyncssh.SSHServer):
             return
         identity = Identity(name=entry.name, is_admin=entry.is_admin)
         self.identity = identity
-        self.conn.set_extra_info(**{IDENTITY_INFO: identity})
+        self.conn.set_extra_info(**{IDENTITY_INFO: identity, POLICY_INFO: entry.policy})
         self.table.authenticated(self)
         self.refusals.succeeded(self.address)
         log.info("login", peer=self.peer, user=identity.name, admin=identity.is_admin)
@@ -276,14 +333,34 @@ async def start_server(
     host, port = services.settings.ssh_listen
     table = ConnectionTable(limits)
     refusals = RefusalTracker(limits)
+    budget = SessionBudget(limits, MAX_WORKERS)
     host_keys = await asyncio.to_thread(load_or_create_host_keys, services.settings.host_keys_dir)
+    upgraded = await asyncio.to_thread(services.keys.upgrade)
+    if upgraded:
+        log.info("authorized_keys lines given pty (restrict is honoured now)", lines=upgraded)
 
     async def process_factory(process: asyncssh.SSHServerProcess) -> None:
-        identity = process.get_extra_info("connection").get_extra_info(IDENTITY_INFO)
+        conn = process.get_extra_info("connection")
+        identity = conn.get_extra_info(IDENTITY_INFO)
         if identity is None:  # no session without an identity decided at auth_completed
             process.exit(255)
             return
-        await handle_process(services, identity, process)
+        policy = conn.get_extra_info(POLICY_INFO)
+        if process.get_terminal_type() is not None and not (policy and policy.pty):
+            process.stderr.write(f"{ERROR}This key may not open a terminal (its authorized_keys "
+                                 "line says restrict or no-pty); run without -t\n".encode())
+            process.exit(1)
+            return
+        refusal = budget.admit(identity, conn)
+        if refusal is not None:
+            log.warning("session refused", user=identity.name, reason=refusal)
+            process.stderr.write(f"{ERROR}{refusal}\n".encode())
+            process.exit(1)
+            return
+        try:
+            await handle_process(services, identity, process, limits.stdin_idle_timeout)
+        finally:
+            budget.release(identity, conn)
 
     acceptor = await asyncssh.create_server(
         lambda: FrontDoorConnection(services, table, refusals),

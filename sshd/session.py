@@ -78,7 +78,10 @@ def _run(ctx: Context, argv: list[str], stdout: BlockingWriter, stderr: Blocking
 
 
 async def handle_process(
-    services: Services, identity: Identity, process: asyncssh.SSHServerProcess
+    services: Services,
+    identity: Identity,
+    process: asyncssh.SSHServerProcess,
+    stdin_idle_timeout: float | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     if process.subsystem:
@@ -94,10 +97,14 @@ async def handle_process(
 
     stdout = BlockingWriter(loop, process.stdout)
     stderr = BlockingWriter(loop, process.stderr)
+    stdin = BlockingReader(loop, ChannelInput(process.stdin))
+    if process.get_terminal_type() is None:
+        # A command waiting on a silent client holds a worker; on a terminal a person types.
+        stdin.idle_timeout = stdin_idle_timeout
     ctx = Context(
         services=services,
         identity=identity,
-        stdin=BlockingReader(loop, ChannelInput(process.stdin)),  # type: ignore[arg-type]
+        stdin=stdin,  # type: ignore[arg-type]
         stdout=stdout,  # type: ignore[arg-type]
         stderr=stderr,  # type: ignore[arg-type]
         out=Output(stdout, stderr),  # type: ignore[arg-type]

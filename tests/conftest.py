@@ -210,6 +210,12 @@ def remove_leftovers_of(data_dir: Path) -> None:
             container.remove(force=True)
         for network in client().api.networks(filters={"label": f"dockyard.home={data_dir}"}):
             client().api.remove_network(network["Id"])
+        # The apps' images (labelled with their home); their layers go with them.
+        for image in client().api.images(filters={"label": f"dockyard.home={data_dir}"}):
+            try:
+                client().api.remove_image(image["Id"], force=True)
+            except Exception as exc:  # shared with a concurrent build, or already gone
+                print(f"image {image['Id'][:19]} not removed: {exc}")
     except Exception as exc:  # no engine: nothing of ours can be running on it
         print(f"container clean-up skipped: {exc}")
 

@@ -227,7 +227,7 @@ def app(services: Services):  # noqa: ANN201
     name = f"bt-{uuid.uuid4().hex[:10]}"
     yield services.apps.create(name, owner="admin")
     for current in (name, *(a.name for a in services.apps.all())):
-        remove_app_images(current)
+        remove_app_images(current, str(services.settings.data_dir))
 
 
 def capture() -> tuple[Output, io.BytesIO]:

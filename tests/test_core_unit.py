@@ -104,19 +104,22 @@ def test_parse_authorized_keys_by_hand(pubkeys: list[str]) -> None:
             "# a comment",
             "",
             f'environment="DOCKYARD_KEY=alice",environment="DOCKYARD_ROLE=admin",restrict {k1}',
-            f'no-pty,command="echo hi there" {k2}',
+            f"no-pty {k2}",
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBROKEN",
             "garbage line",
             f"   {k3}   ",
             'environment="DOCKYARD_KEY=x" not-a-key-type AAAA',
+            f'command="echo hi there" {k3}',  # a forced command Dockyard cannot honour
         ]
     )
-    entries = parse_authorized_keys(text)
+    entries, refused = parse_authorized_keys(text)
     assert [e.name for e in entries[:1]] == ["alice"]
     assert entries[0].is_admin
-    assert len(entries) == 3  # the two malformed lines are skipped, not fatal
+    assert len(entries) == 3  # the malformed lines are skipped, not fatal
+    assert [r.number for r in refused] == [5, 6, 8, 9]
+    assert "command" in refused[-1].reason
     hand = entries[1]
-    assert not hand.is_admin
+    assert not hand.is_admin and not hand.policy.pty
     assert hand.name.startswith("SHA256:")  # no name option: named by fingerprint
     assert hand.public_key.split()[:2] == k2.split()[:2]
     assert entries[2].public_key.split()[:2] == k3.split()[:2]
@@ -130,7 +133,7 @@ def test_role_comes_only_from_the_role_option(pubkeys: list[str]) -> None:
         f'environment="DOCKYARD_ROLE=user" {k1}',
         f'environment="DOCKYARD_ROLE=administrator" {k1}',
     ):
-        assert not parse_authorized_keys(line)[0].is_admin, line
+        assert not parse_authorized_keys(line)[0][0].is_admin, line
 
 
 def test_parse_public_key_refuses_junk(pubkeys: list[str]) -> None:

@@ -493,6 +493,12 @@ ATTACK_ARGS: dict[str, list[str]] = {
     "resource:limit": ["APP", "--memory", "1g"], "restore": ["/tmp/x.tgz", "--force"],
     "run": ["APP", "id"], "ssh-keys:add": ["evil"], "ssh-keys:remove": ["admin"],
     "doctor": [], "ssh-keys:list": [],
+    "cron:run": ["APP", "0123456789"], "cron:suspend": ["APP", "0123456789"],
+    "cron:resume": ["APP", "0123456789"],
+    "postgres:set": ["--global", "image", "busybox"], "redis:set": ["--global", "image", "x"],
+    "mysql:set": ["--global", "image", "x"],
+    "network:set": ["APP", "attach-post-deploy", "evilnet"],
+    "storage:mount": ["APP", "/etc:/stolen"], "storage:unmount": ["APP", "/etc:/stolen"],
 }  # fmt: skip
 
 

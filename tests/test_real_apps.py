@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import DockyardServer
-from tests.deploying import containers, get, make_repo, ok, push, wait_for_body
+from tests.deploying import containers, get, git, make_repo, ok, push, wait_for_body
 
 PY_SERVER = """
 import http.server, os, sys
@@ -156,8 +157,6 @@ def test_static_site_and_procfile_only_app(srv: DockyardServer, tmp_path: Path) 
     files = {"Procfile": "web: ./busybox httpd -f -p $PORT -h www\n", "www/index.html": "bin\n"}
     repo = make_repo(app_dir, files)
     shutil.copy("/bin/busybox", repo / "busybox")
-    from tests.deploying import git
-
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "binary")
     result = push(srv, repo, "binapp")
@@ -194,13 +193,13 @@ def test_app_json_formation_cron_and_procfile_commands(srv: DockyardServer, tmp_
     files = {
         "requirements.txt": "",
         "Procfile": (
-            "worker: python3 -c 'import time\nwhile True: time.sleep(1)'\n"
+            "worker: sh -c 'while true; do sleep 1; done'\n"
             "console: python3 -c 'import sys; print(\"console\", *sys.argv[1:])'\n"
         ),
         "app.json": (
             "{\n  // Dokku's own sample apps carry comments\n"
             '  "formation": {"worker": {"quantity": 2}},\n'
-            '  /* every minute */\n'
+            "  /* every minute */\n"
             '  "cron": [{"command": "echo cron-ran", "schedule": "* * * * *"}]\n}\n'
         ),
     }
@@ -279,3 +278,59 @@ def test_ruby_php_and_java_apps(srv: DockyardServer, tmp_path: Path) -> None:
         output = deploy(srv, tmp_path, app, files)
         assert f"detected {app[:-3]} app" in output
         wait_for_body(srv, app, marker, timeout=60)
+
+
+# --- git submodules ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def git_http(tmp_path: Path):  # noqa: ANN201
+    """A smart-HTTP git server (dulwich's) on 127.0.0.1 serving `lib.git`."""
+    import threading
+
+    from dulwich.repo import Repo
+    from dulwich.server import DictBackend
+    from dulwich.web import WSGIRequestHandlerLogger, WSGIServerLogger, make_server, make_wsgi_chain
+
+    lib = make_repo(tmp_path / "lib", {"greeting.txt": "hello from a submodule\n"})
+    bare = tmp_path / "lib.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(lib), str(bare)], check=True)
+    app = make_wsgi_chain(DictBackend({"/lib.git": Repo(str(bare))}))
+    server = make_server("127.0.0.1", 0, app, WSGIServerLogger, WSGIRequestHandlerLogger)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/lib.git"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_submodules_are_fetched_for_the_build(
+    srv: DockyardServer, tmp_path: Path, git_http: str
+) -> None:
+    repo = make_repo(tmp_path / "subapp", {
+        "requirements.txt": "", "server.py": PY_SERVER, "Procfile": "web: python3 server.py lib\n",
+    })  # fmt: skip
+    git(repo, "-c", "protocol.allow=always", "submodule", "add", "-q", git_http, "lib")
+    git(repo, "commit", "-q", "-m", "with a submodule")
+    # 127.0.0.1 is private: a push may not make the server fetch from there…
+    refused = push(srv, repo, "subapp")
+    assert refused.returncode != 0 and "is a private address" in refused.stderr, refused.stderr
+    # …unless an admin says that host is an internal git server.
+    ok(srv.ssh("git:set", "--global", "submodule-private-hosts", "127.0.0.1"))
+    try:
+        ok(push(srv, repo, "subapp"))
+        wait_for_body(srv, "subapp", "greeting.txt", timeout=30)
+        assert get(srv, "subapp", "/greeting.txt") == (200, "hello from a submodule\n")
+        # A submodule whose server is gone: the push says which one could not be fetched.
+        git(repo, "-c", "protocol.allow=always", "submodule", "add", "-q", git_http, "lib2")
+        git(repo, "config", "-f", ".gitmodules", "submodule.lib2.url",
+            "http://127.0.0.1:9/gone.git")  # fmt: skip
+        git(repo, "commit", "-q", "-am", "a second submodule, unreachable")
+        gone = push(srv, repo, "subapp")
+        assert gone.returncode != 0, gone.stderr
+        assert "Submodule lib2 (http://127.0.0.1:9/gone.git) could not be fetched" in gone.stderr
+        assert get(srv, "subapp", "/greeting.txt") == (200, "hello from a submodule\n")
+    finally:
+        ok(srv.ssh("git:set", "--global", "submodule-private-hosts"))

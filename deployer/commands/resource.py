@@ -47,5 +47,5 @@ def resource_limit_clear(ctx: Context, argv: list[str]) -> None:
     ctx.event("resource:limit-clear", app.name)
 
 
-# resource:limit is Dokku's setter; the report comes from the declarations.
-register_property_commands(RESOURCE, with_set=False)
+# resource:limit is Dokku's setter; resource:set and resource:report come from the declarations.
+register_property_commands(RESOURCE)

@@ -7,12 +7,13 @@ import shlex
 
 from deployer import containers as docker_ops
 from deployer.commands.common import command, current_or_fail
-from deployer.deploy import ReleaseDeployer
+from deployer.deploy import ReleaseDeployer, home_of
 from deployer.oneoff import OneOff
 from deployer.releases import Release
+from deployer.settings import ONE_OFFS
 from dockyard.apps import App
 from dockyard.context import Context
-from dockyard.errors import UsageError
+from dockyard.errors import DockyardError, UsageError
 
 
 @command("run", "Run a one-off command in a new container of the current release", "APP CMD…")
@@ -21,6 +22,7 @@ def run(ctx: Context, argv: list[str]) -> int:
         raise UsageError("usage: run APP CMD…")
     app = ctx.app(argv[0])
     release = current_or_fail(ctx, app)
+    check_one_off_room(ctx, app)
     deployer = ReleaseDeployer(ctx.services, app, ctx.out)
     number = _free_run_number(app)
     spec = deployer.spec(release, docker_ops.ONE_OFF_PROCESS, number)
@@ -29,6 +31,17 @@ def run(ctx: Context, argv: list[str]) -> int:
     )
     ctx.event("run", app.name)
     return one_off.run(ctx.stdin, ctx.stdout, ctx.stderr, ctx.cancelled)
+
+
+def check_one_off_room(ctx: Context, app: App) -> None:
+    """An app runs at most `resource.max-one-offs` one-off containers at once."""
+    limit = ONE_OFFS.get(ctx.services.properties, None)
+    running = docker_ops.one_offs_running(home_of(ctx.services), app.name)
+    if running >= limit:
+        raise DockyardError(
+            f"App {app.name} already runs {running} one-off containers (at most {limit} "
+            "at once: resource:set --global max-one-offs); wait for one to finish"
+        )
 
 
 def one_off_argv(release: Release, words: list[str]) -> list[str]:
@@ -43,13 +56,8 @@ def one_off_argv(release: Release, words: list[str]) -> list[str]:
 
 def _free_run_number(app: App) -> int:
     """A `run.N` name no other one-off of this app holds (they may run side by side)."""
-    taken = {
-        c.name
-        for c in docker_ops.list_containers({"name": f"{app.name}.run."})
-    }
+    taken = {c.name for c in docker_ops.list_containers({"name": f"{app.name}.run."})}
     while True:
         number = secrets.randbelow(9000) + 1000
         if f"{app.name}.run.{number}" not in taken:
             return number
-
-

@@ -31,7 +31,7 @@ def create(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     name = check_app_name(args.app)
     ctx.out.step(f"Creating {name}...")
-    ctx.services.apps.create(name, owner=ctx.identity.name)
+    ctx.services.create_app(name, owner=ctx.identity.name)
     ctx.event("apps:create", name)
 
 
