@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +28,9 @@ from tests.conftest import (
     stop_server,
 )
 
-DOCKYARD = REPO_ROOT / ".venv" / "bin" / "dockyard"
+# The CLI of the Python running the tests (setup's .venv, or another interpreter's venv).
+DOCKYARD = Path(sys.prefix) / "bin" / "dockyard"
+SETUP_DOCKYARD = REPO_ROOT / ".venv" / "bin" / "dockyard"  # what setup.sh installs and links
 LINK_CLI = REPO_ROOT / "scripts" / "link-cli.sh"
 
 
@@ -276,7 +279,7 @@ def test_setup_puts_dockyard_on_path_and_prints_the_next_steps(tmp_path: Path) -
     proc = subprocess.run(["bash", str(REPO_ROOT / "scripts/setup.sh")], capture_output=True,
                           text=True, env=env, timeout=900, stdin=subprocess.DEVNULL)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert os.readlink(bin_dir / "dockyard") == str(DOCKYARD)
+    assert os.readlink(bin_dir / "dockyard") == str(SETUP_DOCKYARD)
     version = subprocess.run(["dockyard", "version"], capture_output=True, text=True, env=env)
     assert version.returncode == 0 and version.stdout.startswith("dockyard ")
     tail = proc.stdout[proc.stdout.index("-----> Setup done"):]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_quick_start_as_written(
     target = Target(
         ssh_port=srv.port, http_port=srv.http_port,
         https_port=recorded_https_port(srv.data_dir), data_dir=srv.data_dir,
-        path_first=(REPO_ROOT / ".venv" / "bin",),
+        path_first=(Path(sys.prefix) / "bin",),
     )  # fmt: skip
     with stand_ins(target, tmp_path / "standins") as extras:
         run = run_quickstart(target, reader, extras)
