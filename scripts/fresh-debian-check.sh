@@ -73,15 +73,20 @@ cleanup() {
     fi
     docker volume rm -f "$NAME-docker" >/dev/null 2>&1
     docker network rm "$NAME-net" >/dev/null 2>&1
-    # The nested engine's cgroups (empty once the container is gone), deepest first.
-    local dir
-    for dir in /sys/fs/cgroup/*/"$NAME" /sys/fs/cgroup/"$NAME"; do
-        [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+    # The nested engine's cgroups, deepest first; a cgroup whose last tasks are still
+    # exiting refuses rmdir (EBUSY) for a moment, so try again for a while.
+    local dir left="" tries
+    for tries in $(seq 30); do
+        for dir in /sys/fs/cgroup/*/"$NAME" /sys/fs/cgroup/"$NAME"; do
+            [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null
+        done
+        left=$(ls -d /sys/fs/cgroup/*/"$NAME" /sys/fs/cgroup/"$NAME" 2>/dev/null || true)
+        [ -n "$left" ] || break
+        sleep 1
     done
-    local left
-    left=$(ls -d /sys/fs/cgroup/*/"$NAME" /sys/fs/cgroup/"$NAME" 2>/dev/null || true)
-    [ -z "$left" ] || warn "cgroup directories left behind: $left"
+    [ -z "$left" ] || warn "cgroup directories left behind after ${tries}s: $left"
     rm -rf --one-file-system "$WORK"
+    info "cleaned up: container, volume $NAME-docker, network $NAME-net, cgroups, bare copy"
     exit "$status"
 }
 trap cleanup EXIT
