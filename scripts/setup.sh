@@ -16,6 +16,11 @@ VENV=${DOCKYARD_VENV:-$ROOT/.venv}
 
 say() { echo "-----> $*"; }
 info() { echo "       $*"; }
+# How long each part took, reported at the end (where the first run's minutes go).
+SETUP_STARTED=$SECONDS
+PHASE_STARTED=$SECONDS
+TIMINGS=()
+phase_done() { TIMINGS+=("$1 $((SECONDS - PHASE_STARTED))s"); PHASE_STARTED=$SECONDS; }
 die() { echo " !     $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
@@ -80,10 +85,12 @@ if pgrep -x nginx >/dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------- docker ---
+phase_done packages
 say "Docker engine"
 "$ROOT/scripts/start-dockerd.sh"
 info "$(docker version -f 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null || true)"
 
+phase_done engine
 # ----------------------------------------------------------------- venv ---
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     say "Creating virtualenv $VENV ($("$PYTHON" --version 2>&1))"
@@ -109,14 +116,18 @@ fi
 "$ROOT/scripts/link-cli.sh" "$VENV/bin/dockyard"
 
 # --------------------------------------------------------------- images ---
+phase_done venv
 say "Base images"
 "$ROOT/scripts/build-base-images.sh"
 
 # Stand-ins for the official postgres/redis/mysql images (nothing can be pulled here).
+phase_done "base images"
 say "Service images"
 "$ROOT/scripts/build-service-images.sh"
 
-say "Setup done"
+phase_done "service images"
+timings=$(printf '%s, ' "${TIMINGS[@]}")
+say "Setup done in $((SECONDS - SETUP_STARTED))s (${timings%, })"
 next_steps() {
     local here
     here=$(hostname -I 2>/dev/null | cut -d' ' -f1)
