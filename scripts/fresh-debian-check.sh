@@ -179,7 +179,7 @@ docker cp "$NAME:/var/log/readme-command-1.log" "$LOG_DIR/3-command-1.log" >/dev
 setup_line=$(grep -m1 -E '^-----> Setup done' "$LOG_DIR/3-command-1.log" || true)
 if [ -n "$serving" ]; then
     record "command 1: setup, then dockyard serve answers on :2222" "$(took "$t")" "ok"
-    grep -E '^       [0-9]\.|^-----> (Linked|Installing|Building|Setup done)' "$LOG_DIR/3-command-1.log" | sed 's/^/       | /' | head -20
+    grep -E '^       [0-9]\.|^-----> (Linked|Installing|Building|Setup done)' "$LOG_DIR/3-command-1.log" | sed 's/^/       | /' | head -20 || true
 else
     tail -n 40 "$LOG_DIR/3-command-1.log" >&2
     record "command 1: setup, then dockyard serve" "$(took "$t")" "FAILED${setup_line:+ (after setup)}"
@@ -198,7 +198,7 @@ if [ -z "$failed" ]; then
         failed=1
     fi
     grep -E '^\+ (curl|git push|dockyard|ssh)|from Python|Application deployed|http://hello|resolves to|Certificate installed|quick start: exit' \
-        "$LOG_DIR/4-quickstart.log" | sed 's/^/       | /' | head -40
+        "$LOG_DIR/4-quickstart.log" | sed 's/^/       | /' | head -40 || true
     [ -z "$failed" ] || tail -n 40 "$LOG_DIR/4-quickstart.log" >&2
 fi
 
@@ -212,12 +212,16 @@ else
     status=FAILED
     failed=1
 fi
-summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$LOG_DIR/5-command-2.log" | tail -n 1)
+summary=$(grep -E '^(=+ )?[0-9]+ (passed|failed)|^[0-9]+ (passed|failed)|(passed|failed|error).* in [0-9.]+s' "$LOG_DIR/5-command-2.log" | tail -n 1 || true)
 record "command 2: setup again, then pytest" "$(took "$t")" "$status: ${summary:-no pytest summary}"
 grep -E '^(FAILED|ERROR) ' "$LOG_DIR/5-command-2.log" | sed 's/^/       | /' | head -30 || true
 [ "$status" = ok ] || tail -n 30 "$LOG_DIR/5-command-2.log" >&2
 
 # --- report ------------------------------------------------------------------------------------
+if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then
+    warn "the container is no longer running (was this host's Docker engine restarted?)"
+    failed=1
+fi
 say "Result for $commit on $(date -u +%Y-%m-%d) ($(nproc) cores, load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 for line in "${results[@]}"; do info "$line"; done
 if [ -n "$failed" ]; then
