@@ -67,12 +67,21 @@ started_container=""
 cleanup() {
     local status=$?
     set +e
+    # The engine may be restarting under us (another fault test on this host): wait for it
+    # before removing anything, and check each removal.
+    local _
+    for _ in $(seq 120); do timeout 15 docker info >/dev/null 2>&1 && break; sleep 1; done
     if [ -n "$started_container" ]; then
         docker logs "$NAME" >"$LOG_DIR/container.log" 2>&1
         docker rm -f "$NAME" >/dev/null 2>&1
     fi
     docker volume rm -f "$NAME-docker" >/dev/null 2>&1
     docker network rm "$NAME-net" >/dev/null 2>&1
+    local leftover=()
+    docker container inspect "$NAME" >/dev/null 2>&1 && leftover+=("container $NAME")
+    docker volume inspect "$NAME-docker" >/dev/null 2>&1 && leftover+=("volume $NAME-docker")
+    docker network inspect "$NAME-net" >/dev/null 2>&1 && leftover+=("network $NAME-net")
+    [ ${#leftover[@]} -eq 0 ] || warn "left behind (remove by hand): ${leftover[*]}"
     # The nested engine's cgroups, deepest first; a cgroup whose last tasks are still
     # exiting refuses rmdir (EBUSY) for a moment, so try again for a while.
     local dir left="" tries
@@ -86,7 +95,9 @@ cleanup() {
     done
     [ -z "$left" ] || warn "cgroup directories left behind after ${tries}s: $left"
     rm -rf --one-file-system "$WORK"
-    info "cleaned up: container, volume $NAME-docker, network $NAME-net, cgroups, bare copy"
+    if [ ${#leftover[@]} -eq 0 ] && [ -z "$left" ]; then
+        info "cleaned up: container, volume $NAME-docker, network $NAME-net, cgroups, bare copy"
+    fi
     exit "$status"
 }
 trap cleanup EXIT
