@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.bench_deploy import run, wait_until  # noqa: E402
+from bench.bench_deploy import run, serve_baseline, wait_until  # noqa: E402
 from tests.conftest import _provision, remove_leftovers_of, start_server, stop_server  # noqa: E402
 
 APP = "pydeps"
@@ -92,11 +92,7 @@ def baseline_build(context: Path, body: str, nonce: str) -> float:
         ["docker", "build", "-q", "-t", BASELINE_IMAGE, "-f", ".dockyard/Dockerfile", "."],
         cwd=context, check=True, capture_output=True, timeout=600,
     )  # fmt: skip
-    subprocess.run(["docker", "rm", "-f", BASELINE_CONTAINER], capture_output=True)
-    run("docker", "run", "-d", "--name", BASELINE_CONTAINER, "-p", "127.0.0.1::5000",
-        BASELINE_IMAGE)  # fmt: skip
-    port = int(run("docker", "port", BASELINE_CONTAINER, "5000/tcp").split(":")[-1])
-    wait_until(port, "localhost", body)
+    serve_baseline(BASELINE_IMAGE, BASELINE_CONTAINER, body)
     return time.perf_counter() - start
 
 

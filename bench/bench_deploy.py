@@ -89,14 +89,16 @@ def baseline_run(context: Path, body: str) -> float:
     write_version(context, body)
     start = time.perf_counter()
     run("docker", "build", "-q", "-t", BASELINE_IMAGE, str(context))
-    subprocess.run(["docker", "rm", "-f", BASELINE_CONTAINER], capture_output=True)
-    run(
-        "docker", "run", "-d", "--name", BASELINE_CONTAINER, "-p", "127.0.0.1::5000",
-        BASELINE_IMAGE,
-    )  # fmt: skip
-    port = int(run("docker", "port", BASELINE_CONTAINER, "5000/tcp").split(":")[-1])
-    wait_until(port, "localhost", body)
+    serve_baseline(BASELINE_IMAGE, BASELINE_CONTAINER, body)
     return time.perf_counter() - start
+
+
+def serve_baseline(image: str, name: str, body: str) -> None:
+    """(Re)start the baseline container on a 127.0.0.1 port and wait for `body` there."""
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    run("docker", "run", "-d", "--name", name, "-p", "127.0.0.1::5000", image)
+    port = int(run("docker", "port", name, "5000/tcp").split(":")[-1])
+    wait_until(port, "localhost", body)
 
 
 def main() -> int:

@@ -1,12 +1,15 @@
 """Zero downtime under load: not one request may fail while an app is changed every way.
 
-A real `dockyard serve` (temp data dir, loopback ports) gets a busybox Dockerfile app by a
-real `git push` over SSH; then a bounded load generator (bench/loadgen.py, a few keep-alive
-connections) sends requests through Dockyard's nginx (Host `APP.localhost`) while the app is
-redeployed 5 times (each push serves a new `version-N`), scaled web=3 then web=1,
-config-changed (`config:set`, which redeploys), and Dockyard itself is restarted (SIGTERM,
-then started again on the same ports and data dir; nginx and the containers keep serving
-and are adopted). A request fails on a connection error, a timeout or any status >= 400.
+A real `dockyard serve` (temp data dir, loopback ports) gets a small Python app (HTTP/1.1
+keep-alive, GET and POST; its Dockerfile on the local Python base image) by a real `git
+push` over SSH; then a bounded load generator (bench/loadgen.py: keep-alive clients, half
+sending GETs and half POSTs, none ever retrying, each request counted once) sends requests
+through Dockyard's nginx (Host `APP.localhost`) while the app is redeployed 5 times (each
+push serves a new `version-N`), scaled web=3 then web=1, config-changed (`config:set`,
+which redeploys), and Dockyard itself is restarted (SIGTERM, then started again on the
+same ports and data dir; nginx and the containers keep serving and are adopted). A request
+fails on a connection error at any point (a kept-alive connection closed under it too), a
+timeout or any status >= 400.
 
 Prints requests sent and failed, p50/p99 latency, the versions that answered and each
 phase's duration. Target: 0 failed. tests/test_zero_downtime.py runs the same scenario.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import os
 import shutil
 import subprocess
 import sys
@@ -46,14 +50,50 @@ APP = "zdt"
 HOST = f"{APP}.localhost"
 CONFIG_KEY = "ZDT_MARK"
 CONFIG_VALUE = "changed"
-# The served files are copied at start so the config var can be written beside them: the
-# body of /config.txt proves the config change reached the live container.
-DOCKERFILE = f"""FROM dockyard-base/busybox:latest
-COPY www /www
-CMD cp -r /www /tmp/site && echo "{CONFIG_KEY}=${{{CONFIG_KEY}:-unset}}" > /tmp/site/config.txt \
- && exec httpd -f -p $PORT -h /tmp/site
+# GET / and POST / answer the version (so every answer names the release that served it);
+# /config.txt proves the config change reached the live container. HTTP/1.1: the app keeps
+# nginx's upstream connections alive, as most app servers do.
+APP_PY = f"""import http.server, os
+
+VERSION = open("www/index.html").read().strip()
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def answer(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/config.txt":
+            mark = os.environ.get("{CONFIG_KEY}", "unset")
+            return self.answer(("{CONFIG_KEY}=" + mark + "\\n").encode())
+        self.answer((VERSION + "\\n").encode())
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.answer((VERSION + "\\n").encode())
+
+    def log_message(self, *args):
+        pass
+
+
+server = http.server.ThreadingHTTPServer(("", int(os.environ["PORT"])), Handler)
+server.daemon_threads = True
+server.serve_forever()
 """
-CONNECTIONS = 4  # bounded: each proxied request is a new upstream connection (TIME_WAIT)
+DOCKERFILE = """FROM dockyard-base/python:3
+WORKDIR /app
+COPY app.py /app/app.py
+COPY www /app/www
+CMD ["python3", "app.py"]
+"""
+CONNECTIONS = 4  # two GET clients, two POST clients
 LOAD_LIMIT_SECONDS = 300.0
 LOAD_LIMIT_REQUESTS = 2_000_000
 SETTLE_AFTER_RESTART = 3.0
@@ -83,12 +123,14 @@ class ScenarioResult:
     final_config: str = ""
     nginx_pid_before_restart: int | None = None
     nginx_pid_after_restart: int | None = None
+    workers_at_start: set[int] = field(default_factory=set)
+    workers_at_end: set[int] = field(default_factory=set)
 
     def report(self) -> str:
         r = self.load
         lines = [
-            f"requests sent={r.sent} failed={r.failed} p50={r.p50_ms:.2f}ms "
-            f"p99={r.p99_ms:.2f}ms rps={r.rps:.0f} retried-stale-keepalive={r.retried}"
+            f"requests {r.summary()}",
+            "clients: keep-alive, GET and POST, no retries; each request counted once",
         ]
         if r.errors:
             lines.append("errors: " + ", ".join(f"{k}: {v}" for k, v in r.errors.most_common()))
@@ -101,8 +143,11 @@ class ScenarioResult:
         ]
         lines.append(
             f"nginx master pid before/after Dockyard restart: "
-            f"{self.nginx_pid_before_restart}/{self.nginx_pid_after_restart}"
-        )
+            f"{self.nginx_pid_before_restart}/{self.nginx_pid_after_restart}; workers "
+            + ("the same throughout (never reloaded)" if self.workers_at_start
+               and self.workers_at_start == self.workers_at_end else
+               f"{sorted(self.workers_at_start)} at start, {sorted(self.workers_at_end)} at end")
+        )  # fmt: skip
         return "\n".join(lines)
 
 
@@ -129,6 +174,7 @@ def make_app_repo(path: Path) -> Path:
     git(path, "config", "user.email", "bench@example.com")
     git(path, "config", "user.name", "bench")
     (path / "Dockerfile").write_text(DOCKERFILE)
+    (path / "app.py").write_text(APP_PY)
     write_version(path, 1)
     return path
 
@@ -162,6 +208,13 @@ def nginx_pid(server: DockyardServer) -> int | None:
     from proxy.render import NginxPaths
 
     return NginxMaster(NginxPaths(prefix=server.data_dir / "nginx")).pid()
+
+
+def nginx_workers(server: DockyardServer) -> set[int]:
+    from proxy.nginx import children
+
+    pid = nginx_pid(server)
+    return children(pid) if pid else set()
 
 
 class Scenario:
@@ -219,6 +272,7 @@ class Scenario:
             max_requests=LOAD_LIMIT_REQUESTS, count_bodies=True,
         )  # fmt: skip
         result = ScenarioResult(load=load.live)
+        result.workers_at_start = nginx_workers(self.server)
         steps: list[tuple[str, Callable[[], None]]] = [
             (f"push {version_body(n + 2)}", self.redeploy) for n in range(self.redeploys)
         ]
@@ -237,6 +291,7 @@ class Scenario:
                 with self.phase(result, name):
                     step()
                 time.sleep(HOLD)
+        result.workers_at_end = nginx_workers(self.server)
         result.final_body = http_get(port)[1]
         result.final_config = http_get(port, "/config.txt")[1]
         return result
@@ -286,6 +341,9 @@ def main() -> int:
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             sys.exit(f"FAIL: {tool} is not installed; run make setup")
     total_sent = total_failed = 0
+    print(f"conditions: {a.connections} keep-alive clients (half GET, half POST, no retries) "
+          f"through Dockyard's nginx to a Python HTTP/1.1 app; {os.cpu_count()} cores, load "
+          f"average {os.getloadavg()[0]:.1f} at start")
     for n in range(1, a.rounds + 1):
         print(f"round {n}/{a.rounds}: {a.redeploys} redeploys, scale 1→3→1, config:set, restart")
         with tempfile.TemporaryDirectory(prefix="dockyard-zdt-") as tmp:

@@ -1,8 +1,12 @@
 """A small, bounded HTTP/1.1 load generator for loopback targets.
 
-N concurrent keep-alive connections send GET requests until a request count or a time limit
-is reached (or `stop()` is called); every non-2xx/3xx answer and every connection error
-counts as failed. Used by the proxy benchmarks and the zero-downtime test:
+N concurrent clients, each on its own keep-alive connection, send requests until a request
+count or a time limit is reached (or `stop()` is called). Clients alternate between GET and
+POST (a small body) unless told otherwise. Every request is counted once, as sent, and is
+either answered (2xx/3xx: ok) or failed: a 4xx/5xx, a timeout, or a connection that breaks
+at any point of the exchange, including a kept-alive connection the server closed while
+it was idle. Nothing is retried: a client that loses its connection opens a new one for
+its *next* request. Used by the proxy benchmarks and the zero-downtime test:
 
     python bench/loadgen.py --port 8080 --host-header web.localhost --duration 10
 
@@ -32,13 +36,16 @@ REQUEST_TIMEOUT = 10.0
 # are kept, so a server answering something new each time cannot grow memory without bound.
 BODY_KEY_BYTES = 200
 MAX_DISTINCT_BODIES = 100
+POST_BODY = b"dockyard-loadgen " * 4
 
 
 @dataclass
 class LoadResult:
     sent: int = 0
     failed: int = 0
-    retried: int = 0  # stale keep-alive connections retried once (not failures)
+    by_method: Counter[str] = field(default_factory=Counter)  # sent, per method
+    failed_by_method: Counter[str] = field(default_factory=Counter)
+    reused: int = 0  # requests sent on a connection that had answered before
     errors: Counter[str] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)  # seconds, successful requests
     bodies: Counter[str] = field(default_factory=Counter)  # successful answers, if counted
@@ -68,9 +75,13 @@ class LoadResult:
         return (self.sent - self.failed) / self.elapsed if self.elapsed else 0.0
 
     def summary(self) -> str:
+        methods = " ".join(
+            f"{m}={n}/{self.failed_by_method[m]}failed" for m, n in sorted(self.by_method.items())
+        )
         line = (
-            f"sent={self.sent} failed={self.failed} p50={self.p50_ms:.2f}ms "
-            f"p99={self.p99_ms:.2f}ms rps={self.rps:.0f} retried-stale={self.retried}"
+            f"sent={self.sent} failed={self.failed} ({methods}; {self.reused} on reused "
+            f"connections, none retried) p50={self.p50_ms:.2f}ms p99={self.p99_ms:.2f}ms "
+            f"rps={self.rps:.0f}"
         )
         if self.errors:
             line += " errors=" + ", ".join(f"{k}: {v}" for k, v in self.errors.most_common(5))
@@ -87,11 +98,14 @@ class _ClosedBeforeResponse(ConnectionResetError):
 
 
 class _Connection:
-    def __init__(self, host: str, port: int, request: bytes) -> None:
-        self.host, self.port, self.request = host, port, request
+    """One client's keep-alive connection. `request` sends exactly once: if the connection
+    breaks, the request has failed; the next one opens a new connection."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
-        self.answered = False  # the current exchange has received a status line
+        self.answered = 0  # requests answered on the current connection
 
     async def close(self) -> None:
         if self.writer is not None:
@@ -101,39 +115,27 @@ class _Connection:
             except OSError:
                 pass
         self.reader = self.writer = None
+        self.answered = 0
 
-    async def get(self) -> tuple[int, bytes, bool]:
-        """One request: (status, body, retried). A keep-alive connection the server closed while
-        idle is retried once on a fresh one, as HTTP clients do for idempotent requests
-        (RFC 9112 section 9.3.1); a fresh connection failing, or one that broke after the
-        response began, is a failure."""
-        if self.writer is not None:
-            try:
-                return *(await self._exchange()), False
-            except (ConnectionError, asyncio.IncompleteReadError, _ClosedBeforeResponse):
-                if self.answered:
-                    raise
-                await self.close()
-            return *(await self._exchange()), True
-        return *(await self._exchange()), False
-
-    async def _exchange(self) -> tuple[int, bytes]:
+    async def request(self, raw: bytes) -> tuple[int, bytes, bool]:
+        """(status, body, reused): one exchange, never repeated."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         assert self.reader is not None
-        self.answered = False
-        self.writer.write(self.request)
+        reused = self.answered > 0
+        self.writer.write(raw)
         await self.writer.drain()
         status_line = await self.reader.readline()
         if not status_line:
             raise _ClosedBeforeResponse("closed before a response")
-        self.answered = True
         status = int(status_line.split()[1])
         length, chunked, close = 0, False, False
         while True:
             line = await self.reader.readline()
-            if line in (b"\r\n", b"\n", b""):
+            if line in (b"\r\n", b"\n"):
                 break
+            if not line:
+                raise _ClosedBeforeResponse("closed inside the response headers")
             name, _, value = line.decode("latin-1").partition(":")
             name, value = name.strip().lower(), value.strip().lower()
             if name == "content-length":
@@ -151,9 +153,18 @@ class _Connection:
                     break
         elif length:
             body = await self.reader.readexactly(length)
+        self.answered += 1
         if close:
             await self.close()
-        return status, body
+        return status, body, reused
+
+
+def _request_bytes(method: str, path: str, host_header: str) -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: dockyard-loadgen\r\n"
+    if method == "POST":
+        head += f"Content-Type: text/plain\r\nContent-Length: {len(POST_BODY)}\r\n"
+        return (head + "\r\n").encode() + POST_BODY
+    return (head + "\r\n").encode()
 
 
 async def run_load_async(
@@ -167,17 +178,17 @@ async def run_load_async(
     duration: float = 10.0,
     stop: threading.Event | None = None,
     count_bodies: bool = False,
+    methods: tuple[str, ...] = ("GET", "POST"),
     result: LoadResult | None = None,
 ) -> LoadResult:
     """Run the load; `result`, if given, is filled in as requests complete, so another
-    thread can watch the counts grow."""
+    thread can watch the counts grow. Client i sends `methods[i % len(methods)]`."""
     _check_loopback(host)
+    if not methods or any(m not in ("GET", "POST") for m in methods):
+        raise ValueError(f"methods are GET and POST, not {methods!r}")
     concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
     max_requests = min(max_requests, MAX_REQUESTS)
     duration = min(duration, MAX_DURATION)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: dockyard-loadgen\r\n\r\n"
-    ).encode()
     result = result if result is not None else LoadResult()
     start = time.perf_counter()
     deadline = start + duration
@@ -189,29 +200,33 @@ async def run_load_async(
             and not (stop is not None and stop.is_set())
         )
 
-    async def worker() -> None:
-        conn = _Connection(host, port, request)
+    async def client(method: str) -> None:
+        conn = _Connection(host, port)
+        raw = _request_bytes(method, path, host_header)
         while more():
             result.sent += 1
+            result.by_method[method] += 1
             t0 = time.perf_counter()
             try:
-                status, body, retried = await asyncio.wait_for(conn.get(), REQUEST_TIMEOUT)
+                status, body, reused = await asyncio.wait_for(conn.request(raw), REQUEST_TIMEOUT)
             except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as e:
                 result.failed += 1
-                result.errors[type(e).__name__] += 1
+                result.failed_by_method[method] += 1
+                result.errors[f"{method} {type(e).__name__}"] += 1
                 await conn.close()
                 continue
-            result.retried += retried
+            result.reused += reused
             if status >= 400:
                 result.failed += 1
-                result.errors[f"HTTP {status}"] += 1
+                result.failed_by_method[method] += 1
+                result.errors[f"{method} HTTP {status}"] += 1
             else:
                 result.latencies.append(time.perf_counter() - t0)
                 if count_bodies:
                     result.count_body(body)
         await conn.close()
 
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(client(methods[i % len(methods)]) for i in range(concurrency)))
     result.elapsed = time.perf_counter() - start
     return result
 
@@ -260,10 +275,11 @@ def main() -> int:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--requests", type=int, default=10_000)
     p.add_argument("--duration", type=float, default=10.0)
+    p.add_argument("--methods", default="GET,POST", help="comma-separated: GET, POST")
     a = p.parse_args()
     result = run_load(
         a.port, a.host_header, host=a.host, path=a.path, concurrency=a.concurrency,
-        max_requests=a.requests, duration=a.duration,
+        max_requests=a.requests, duration=a.duration, methods=tuple(a.methods.split(",")),
     )  # fmt: skip
     print(result.summary())
     return 1 if result.failed else 0

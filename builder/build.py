@@ -22,7 +22,14 @@ from builder import engine, runtimes
 from builder.context import make_context
 from builder.detect import DOCKERFILE, BuildPlan, make_tree, plan_build
 from builder.errors import BuildFailed
-from builder.isolation import check_image_sources, check_images_used, image_references
+from builder.isolation import (
+    ResolvedImage,
+    check_ends_complete,
+    check_image_sources,
+    check_images_used,
+    check_no_url_add,
+    image_references,
+)
 from builder.languages.base import Language, Tree
 from builder.manifest import APP_JSON, PROCFILE, parse_app_json, parse_procfile
 from builder.properties import BUILD_ARG, configured_base
@@ -164,8 +171,10 @@ class _BuildJob:
             )
         own_dockerfile = self.source.read_file(DOCKERFILE)
         if own_dockerfile is not None:
-            refs = image_references(own_dockerfile.decode("utf-8", "replace"), self.build_args)
-            self.check_images(refs)
+            text = own_dockerfile.decode("utf-8", "replace")
+            check_ends_complete(text)
+            check_no_url_add(text)
+            self.check_images(image_references(text, self.build_args))
         labels = " ".join(f"{k}={json.dumps(v)}" for k, v in self.labels().items())
         ctx = make_context(
             self.source, self.plan, self.services.settings.builds_dir / ".tmp",
@@ -184,6 +193,7 @@ class _BuildJob:
         finally:
             ctx.close()
         self.check_used(build.from_ids, image_id)
+        self.check_labels(image_id)
         if plan.after_build:
             self.output.out.step(f"Running {' '.join(plan.after_build)}")
             image_id = engine.run_and_commit(
@@ -217,15 +227,47 @@ class _BuildJob:
         it is, the result is removed. (Layers after a FROM may come from the cache of
         another app's build: the cache matches only identical instructions and files, so
         they hold nothing but this app's own content.)"""
-        used = [engine.full_id(i) for i in from_ids]
+        used = [i for i in (engine.full_id(i) for i in from_ids) if i]
         try:
-            check_images_used([i for i in used if i], self.app.name, engine.app_images)
+            check_images_used(used, self.app.name, lambda: engine.owners_of(used, self.app.name))
         except BuildFailed:
             engine.api().remove_image(image_id, force=True)
             raise
 
+    def check_labels(self, image_id: str) -> None:
+        """The image must carry exactly this app's owner labels (the last step sets them;
+        a Dockerfile that got around it could pass its image off as another app's)."""
+        found = engine.api().inspect_image(image_id)["Config"].get("Labels") or {}
+        wanted = self.labels()
+        if any(found.get(k) != v for k, v in wanted.items()):
+            engine.api().remove_image(image_id, force=True)
+            raise BuildFailed(
+                "The built image does not carry Dockyard's owner labels as its last step set "
+                "them; does the Dockerfile's last instruction swallow the next line?"
+            )
+
     def check_images(self, refs: list[str]) -> None:
-        check_image_sources(refs, self.app.name, engine.resolve_image, engine.app_images)
+        # Who owns what is asked only of the images these names resolve to (the checks and
+        # their order are check_image_sources' own; names resolve once each).
+        resolved: dict[str, ResolvedImage | None] = {}
+
+        def resolve(ref: str) -> ResolvedImage | None:
+            if ref not in resolved:
+                resolved[ref] = engine.resolve_image(ref)
+            return resolved[ref]
+
+        def owners() -> dict[str, str]:
+            ids = []
+            for ref in refs:
+                try:
+                    image = resolve(ref)
+                except BuildFailed:
+                    continue  # refused when the check reaches this name
+                if image is not None:
+                    ids.append(image.id)
+            return engine.owners_of(ids, self.app.name)
+
+        check_image_sources(refs, self.app.name, resolve, owners)
 
     def ensure(self, runtime: Runtime) -> None:
         """A runtime image missing from this host is pulled, with progress in the push."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import docker
@@ -52,6 +52,27 @@ def app_images() -> dict[str, str]:
             repo = tag.rsplit(":", 1)[0]
             if repo.startswith(APP_IMAGE_NAMESPACE):
                 owners[image["Id"]] = repo[len(APP_IMAGE_NAMESPACE) :]
+    return owners
+
+
+def owners_of(image_ids: Iterable[str], app: str) -> dict[str, str]:
+    """Image id → app for these images only, as `app_images` says for them, but one inspect
+    per image instead of a listing of every image on the engine (a listing costs hundreds
+    of milliseconds on a busy engine, and each build made three). An image tagged for `app`
+    and for another app maps to the other: the stricter answer."""
+    owners: dict[str, str] = {}
+    for image_id in dict.fromkeys(image_ids):
+        try:
+            info = api().inspect_image(image_id)
+        except docker.errors.ImageNotFound:
+            continue
+        apps = [
+            tag.rsplit(":", 1)[0][len(APP_IMAGE_NAMESPACE) :]
+            for tag in info.get("RepoTags") or []
+            if tag.startswith(APP_IMAGE_NAMESPACE)
+        ]
+        if apps:
+            owners[info["Id"]] = next((a for a in apps if a != app), app)
     return owners
 
 
@@ -103,33 +124,54 @@ def run_and_commit(
             client.remove_container(container_id, force=True)
 
 
+def _outdated(network: dict) -> bool:
+    labels, options = network.get("Labels") or {}, network.get("Options") or {}
+    return (
+        labels.get(BUILD_ROLE) == "build"
+        and not network.get("Containers")
+        and options.get(ICC_OPTION) != "false"
+    )
+
+
 # Builds run on a network of their own whose bridge the host refuses input from: a build
 # reaches the internet (package registries) but none of the host's own services (the SSH
 # front door, nginx, anything listening on the host's addresses).
 BUILD_NETWORK = "dockyard-build"
 BUILD_BRIDGE = "dy-build0"
 _REFUSE_RULE = ["INPUT", "-i", BUILD_BRIDGE, "-j", "REJECT"]
-_build_network_ready = False
+BUILD_ROLE = "dockyard.role"
+BRIDGE_NAME_OPTION = "com.docker.network.bridge.name"
+ICC_OPTION = "com.docker.network.bridge.enable_icc"
 
 
 def build_network() -> str:
     """The build network, made and fenced off from the host if it is not yet."""
-    global _build_network_ready
     client = api()
-    if not _build_network_ready:
+    try:
+        found = client.inspect_network(BUILD_NETWORK)
+        if _outdated(found):  # an earlier Dockyard's, made before builds were kept apart
+            client.remove_network(found["Id"])
+            raise docker.errors.NotFound("outdated")
+    except docker.errors.NotFound:
         try:
-            client.inspect_network(BUILD_NETWORK)
-        except docker.errors.NotFound:
-            try:
-                client.create_network(
-                    BUILD_NETWORK, driver="bridge",
-                    options={"com.docker.network.bridge.name": BUILD_BRIDGE},
-                    labels={"dockyard.role": "build"},
-                )  # fmt: skip
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # made meanwhile by another Dockyard
-                    raise
-        _build_network_ready = True
+            client.create_network(
+                BUILD_NETWORK, driver="bridge", labels={BUILD_ROLE: "build"},
+                # Builds of different apps on the one bridge must not talk to each other.
+                options={BRIDGE_NAME_OPTION: BUILD_BRIDGE, ICC_OPTION: "false"},
+            )  # fmt: skip
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:  # made meanwhile by another Dockyard
+                raise
+        found = client.inspect_network(BUILD_NETWORK)
+    # The fence below is bound to the bridge's name: a network that only has the right
+    # name is not fenced, and is refused (checked every build, not once per process).
+    options = found.get("Options") or {}
+    if options.get(BRIDGE_NAME_OPTION) != BUILD_BRIDGE or options.get(ICC_OPTION) != "false":
+        raise BuildFailed(
+            f"The Docker network {BUILD_NETWORK} is not the one Dockyard fences off the host "
+            f"(bridge {BUILD_BRIDGE}); an admin should remove it: docker network rm "
+            f"{BUILD_NETWORK}"
+        )
     # Checked before every build: a firewall flush or a reboot removes the rule.
     for tool in ("iptables", "ip6tables"):
         if subprocess.run([tool, "-C", *_REFUSE_RULE], capture_output=True).returncode == 0:

@@ -30,7 +30,6 @@ PRUNE_INTERVAL = 3600.0
 INTERRUPTED_NOTE = "Build interrupted: the server stopped while it ran"
 
 
-
 def fail_interrupted_builds(services: Services) -> int:
     """Mark builds left `running` by a dead server as failed; returns how many. Only called
     at start, before this server has started any build."""

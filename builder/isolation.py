@@ -23,16 +23,19 @@ code (and build-time secrets) into this app. Two checks, both before the build s
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shlex
+import socket
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from builder.errors import BuildFailed
+from dockyard.names import is_whole_number
 
 # App images only; the platform's own base images are `dockyard-base/…`, shared by design.
 APP_IMAGE_NAMESPACE = "dockyard/"
-DEFAULT_REGISTRY_PREFIXES = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 _DIRECTIVE_RE = re.compile(r"^#\s*([a-zA-Z]+)\s*=\s*(.*)$")
 _INSTRUCTION_RE = re.compile(r"^(\w+)\s*(.*)$", re.DOTALL)
@@ -140,7 +143,9 @@ def _note(raw: str, stages: list[str], refs: list[str]) -> None:
     ref = raw.strip("\"'")
     if not ref:
         return  # `FROM $UNSET`: the builder refuses it itself
-    if ref.lower() in [s for s in stages if s] or (ref.isdigit() and int(ref) < len(stages)):
+    if ref.lower() in [s for s in stages if s] or (
+        is_whole_number(ref, 4) and int(ref) < len(stages)
+    ):
         return
     refs.append(ref)
 
@@ -151,12 +156,75 @@ class ResolvedImage:
     names: list[str]  # repository names it is tagged with, e.g. "dockyard/web"
 
 
+def registry_host(ref: str) -> str | None:
+    """The registry a reference names (`127.0.0.1:5000/x` → `127.0.0.1:5000`), or None for
+    Docker Hub's short form. As the engine reads it: a first path component with a dot, a
+    colon or `localhost` is a registry."""
+    first, sep, _ = ref.split("@", 1)[0].partition("/")
+    if sep and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return None
+
+
+def check_registry(ref: str) -> None:
+    """An image the engine would pull comes from a registry on a public address: the engine
+    pulls from the host's own network, so a private one would let a build reach what the
+    build network is fenced off from (and answer with what it found)."""
+    host = registry_host(ref)
+    if host is None or host in DOCKER_HUB:
+        return
+    name, _, port = host.rpartition(":") if host.count(":") == 1 else (host, "", "")
+    name = name.strip("[]")
+    try:
+        infos = socket.getaddrinfo(name, int(port) if is_whole_number(port, 5) else 443)
+        addresses = {ipaddress.ip_address(i[4][0]) for i in infos}
+    except (OSError, ValueError):
+        addresses = set()
+    if not addresses:
+        raise BuildFailed(f"The image {ref!r} comes from registry {host}, which does not resolve")
+    if not all(a.is_global for a in addresses):
+        raise BuildFailed(
+            f"The image {ref!r} comes from registry {host}, which is not on a public address; "
+            "builds pull only from public registries"
+        )
+
+
+def check_ends_complete(dockerfile: str) -> None:
+    """Dockyard's owner labels are appended as the last line; a Dockerfile ending in a
+    continuation would swallow that line into its own last instruction."""
+    lines = [ln.strip() for ln in dockerfile.splitlines()]
+    code = [ln for ln in lines if ln and not ln.startswith("#")]
+    if code and code[-1].endswith("\\"):
+        raise BuildFailed(
+            f"The Dockerfile ends in a continuation ({code[-1][-60:]!r}): remove the trailing "
+            "backslash of its last instruction"
+        )
+
+
+def check_no_url_add(dockerfile: str) -> None:
+    """`ADD https://…` makes the engine fetch the URL from the host's network: refused (a
+    `RUN` step in the build downloads it from the fenced-off build network instead)."""
+    for line in _instructions(dockerfile):
+        m = _INSTRUCTION_RE.match(line)
+        if not m:
+            continue
+        keyword, rest = m.group(1).upper(), m.group(2)
+        if keyword == "ONBUILD" and (m := _INSTRUCTION_RE.match(rest)):
+            keyword, rest = m.group(1).upper(), m.group(2)
+        if keyword == "ADD" and re.search(r"(?i)(^|\s|\[\s*\")(https?|git|ssh)://|\bgit@", rest):
+            raise BuildFailed(
+                f"The Dockerfile line {line[:120]!r} makes the Docker engine fetch a URL; "
+                "download it in a RUN step instead"
+            )
+
+
 def _repository(ref: str) -> str:
-    """`docker.io/dockyard/web:3` → `dockyard/web`; `busybox@sha256:…` → `library/busybox`."""
+    """`docker.io/dockyard/web:3` → `dockyard/web`; `busybox@sha256:…` → `library/busybox`;
+    any registry host is dropped (`127.0.0.1:5000/dockyard/web` → `dockyard/web`)."""
     ref = ref.split("@", 1)[0].lower()
-    for prefix in DEFAULT_REGISTRY_PREFIXES:
-        if ref.startswith(prefix):
-            ref = ref[len(prefix) :]
+    host = registry_host(ref)
+    if host is not None:
+        ref = ref[len(host) + 1 :]
     last = ref.rsplit("/", 1)[-1]
     if ":" in last:
         ref = ref[: len(ref) - len(last)] + last.split(":", 1)[0]
@@ -179,6 +247,7 @@ def check_image_sources(
         repo = _repository(ref)
         if repo.startswith(APP_IMAGE_NAMESPACE) and repo != own:
             raise BuildFailed(_refusal(ref, app))
+        check_registry(ref)
         image = resolve(ref)
         if image is None:
             continue

@@ -71,8 +71,10 @@ def _check_formation(formation: object) -> None:
         raise BuildFailed('app.json formation must be an object: {"web": {"quantity": 1}}')
     for process_type, entry in formation.items():
         quantity = entry.get("quantity", 1) if isinstance(entry, dict) else None
-        if not PROCESS_TYPE_RE.fullmatch(str(process_type)) or type(quantity) is not int or not (
-            0 <= quantity <= MAX_QUANTITY
+        if (
+            not PROCESS_TYPE_RE.fullmatch(str(process_type))
+            or type(quantity) is not int
+            or not (0 <= quantity <= MAX_QUANTITY)
         ):
             raise BuildFailed(
                 f"app.json formation.{process_type}: expected a process type with a "

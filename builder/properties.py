@@ -24,7 +24,8 @@ BUILDER = PropertyGroup("builder")
 # runtime version the app asks for (builder.runtimes).
 BASE_IMAGES = {
     kind: BUILDER.declare(
-        f"base-{kind}", _image_ref,
+        f"base-{kind}",
+        _image_ref,
         help=f"the image {kind} apps build FROM, whatever version they ask for "
         "(unset: chosen by the app's version files)",
     )  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dockyard.apps import App
 from dockyard.errors import NotFound, UsageError
+from dockyard.names import is_whole_number
 from dockyard.settings import Settings
 from dockyard.state import StateStore, register_migrations
 
@@ -95,7 +96,7 @@ class BuildStore:
             if row is None:
                 raise NotFound(f"App {app.name} has no builds yet")
             return _record(row)
-        if not build_id.isdigit():
+        if not is_whole_number(build_id):
             raise UsageError(f"Invalid build id {build_id!r}: builds are numbered 1, 2, 3…")
         row = self.state.query_one(
             "SELECT * FROM builds WHERE app_id = ? AND number = ?", (app.id, int(build_id))

@@ -1,15 +1,17 @@
 """`logs APP`: the app's container logs, prefixed as Heroku does (`TIME app[web.1]: line`).
 
-Without `-t` the last N lines of every container are merged by time. With `-t` one thread
-per container follows its log into a queue; the command writes from the queue until the
-client disconnects (`ctx.cancelled`) or a write fails, then closes every stream.
+Without `-t` the last N lines of every source are merged by time. With `-t` one thread
+per source follows its log into a queue; the command writes from the queue until the
+client disconnects (`ctx.cancelled`) or a write fails, then closes every stream. A source
+is a container (`ContainerLogs`) or anything else with Docker-style logs that says which
+dyno each line came from (a Swarm service's tasks: `deployer.schedulers.swarm`).
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import docker.errors
 from docker.models.containers import Container
@@ -35,23 +37,43 @@ def dyno_of(container: Container) -> str:
     return f"{process_type}.{instance}"
 
 
-def recent(containers: list[Container], lines: int) -> list[str]:
+class ContainerLogs:
+    """One container as a log source: every line is its own dyno's."""
+
+    def __init__(self, container: Container) -> None:
+        self.container = container
+        self.name = dyno_of(container)
+
+    def logs(self, **kwargs: Any) -> Any:
+        return self.container.logs(**kwargs)
+
+    def dyno(self, raw: bytes) -> tuple[str, bytes]:
+        return self.name, raw
+
+
+def _format(source: Any, raw: bytes) -> str:
+    dyno, line = source.dyno(raw)
+    return format_line(line, dyno)[1]
+
+
+def recent(sources: list[Any], lines: int) -> list[str]:
     entries: list[tuple[str, str]] = []
-    for c in containers:
+    for c in sources:
         try:
             data = c.logs(stdout=True, stderr=True, timestamps=True, tail=lines)
         except docker.errors.APIError:
             continue
         for raw in data.splitlines():
-            entries.append(format_line(raw, dyno_of(c)))
+            dyno, line = c.dyno(raw)
+            entries.append(format_line(line, dyno))
     entries.sort(key=lambda e: e[0])
     return [line for _, line in entries[-lines:]]
 
 
 class Follower:
-    """Follows several containers' logs at once, until told to stop."""
+    """Follows several sources' logs at once, until told to stop."""
 
-    def __init__(self, containers: list[Container], lines: int) -> None:
+    def __init__(self, containers: list[Any], lines: int) -> None:
         self.containers = containers
         self.lines = lines
         self.queue: queue.Queue[str] = queue.Queue(maxsize=10000)
@@ -59,7 +81,7 @@ class Follower:
         self.lock = threading.Lock()
         self.stopped = threading.Event()
 
-    def _follow(self, container: Container) -> None:
+    def _follow(self, container: Any) -> None:
         try:
             stream = container.logs(
                 stdout=True, stderr=True, timestamps=True, stream=True, follow=True,
@@ -78,7 +100,7 @@ class Follower:
                 buf += chunk
                 while b"\n" in buf:
                     raw, buf = buf.split(b"\n", 1)
-                    if not self._offer(format_line(raw, dyno_of(container))[1]):
+                    if not self._offer(_format(container, raw)):
                         return
         except Exception:  # the stream was closed under us: that is how we stop
             return

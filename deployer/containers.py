@@ -9,8 +9,9 @@ truth the reconciler reads.
 from __future__ import annotations
 
 import atexit
+import shlex
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import docker
@@ -20,6 +21,7 @@ from docker.models.containers import Container
 
 from dockyard.errors import DockyardError
 from dockyard.images import LABEL_APP, LABEL_HOME
+from dockyard.names import is_whole_number
 
 # Which Dockyard (its data dir) owns a container: several may share one engine, and one
 # must never treat another's containers as strays.
@@ -63,7 +65,7 @@ def parse_restart_policy(value: str) -> dict[str, object]:
     """`no`, `always`, `unless-stopped`, `on-failure[:N]` → the engine's RestartPolicy."""
     name, _, count = value.partition(":")
     if name == "on-failure":
-        if count and not count.isdigit():
+        if count and not is_whole_number(count, 6):
             raise ValueError(value)
         return {"Name": name, "MaximumRetryCount": int(count or 0)}
     if name in ("no", "always", "unless-stopped") and not count:
@@ -91,7 +93,7 @@ class ProcessSpec:
     instance: int | str  # a number, or for one-off phases the phase's name
     command: str | None
     environment: dict[str, str]
-    port: int | None  # published on 127.0.0.1 for web processes
+    port: int | None  # web processes: where the app listens (nginx reaches it on its network)
     restart_policy: str = DEFAULT_RESTART_POLICY
     limits: Limits = Limits()
     networks: tuple[str, ...] = ()  # the app's own network first
@@ -113,9 +115,10 @@ def container_command(image: str, command: str | None) -> list[str] | None:
     if command is None:
         return None
     if image_entrypoint(image):
-        import shlex
-
-        return shlex.split(command)
+        try:
+            return shlex.split(command)
+        except ValueError as exc:  # an unbalanced quote in the Procfile
+            raise DockyardError(f"Cannot split the command {command!r}: {exc}") from None
     return ["/bin/sh", "-c", command]
 
 
@@ -153,6 +156,10 @@ def create(
         host["restart_policy"] = parse_restart_policy(spec.restart_policy)
     ports = None
     if spec.port is not None:
+        # Routing never uses this port: nginx reaches a web container on its app-network
+        # address, like the checks do (Docker's userland forwarder would be one more hop
+        # per request). It stays published on 127.0.0.1 only, for an operator's curl and
+        # because tests/test_deployer.py holds that binding.
         host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
         ports = [spec.port]
     networks = list(spec.networks)
@@ -227,12 +234,6 @@ def address_in(container: Container, network: str) -> str:
     return address
 
 
-def host_port(container: Container, port: int) -> int | None:
-    container.reload()
-    bindings = (container.attrs["NetworkSettings"].get("Ports") or {}).get(f"{port}/tcp")
-    if not bindings:
-        return None
-    return int(bindings[0]["HostPort"])
 
 
 def app_containers(
@@ -324,23 +325,31 @@ class Retirer:
         if self._retire_at_exit:
             self.retire_all_now()
 
-    def schedule(self, containers: list[Container], delay: float) -> None:
+    def schedule(
+        self, containers: list[Container], delay: float, then: Callable[[], None] | None = None
+    ) -> None:
+        """Retire `containers` after `delay`, then call `then` (their images are free)."""
         if not containers:
             return
         with self._lock:
             for c in containers:
                 self._pending[c.id] = c
-        timer = threading.Timer(delay, self._retire, args=(containers,))
+        timer = threading.Timer(delay, self._retire, args=(containers, then))
         timer.daemon = True
         timer.start()
 
-    def _retire(self, containers: list[Container]) -> None:
+    def _retire(self, containers: list[Container], then: Callable[[], None] | None) -> None:
         with self._lock:
             mine = [c for c in containers if self._pending.pop(c.id, None) is not None]
         try:
             remove(mine)
         except docker.errors.DockerException:
-            pass  # the reconciler removes stragglers at the next start
+            return  # the reconciler removes stragglers at the next start
+        if then is not None and mine:
+            try:
+                then()
+            except Exception as exc:  # a timer thread: nobody else would see it
+                log.warning("after retiring", error=str(exc))
 
     def pending_ids(self) -> set[str]:
         with self._lock:

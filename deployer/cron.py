@@ -27,6 +27,7 @@ from dockyard import lifecycle
 from dockyard.apps import App
 from dockyard.bridge import run_blocking
 from dockyard.errors import NotFound, UsageError
+from dockyard.names import is_whole_number
 from dockyard.state import StateStore, register_migrations
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def _field(field: str, index: int, text: str) -> frozenset[int]:
 
 
 def _value(word: str, index: int, text: str) -> int:
-    if word.isdigit():
+    if is_whole_number(word, 4):
         return int(word)
     names = NAMES.get(index, [])
     if word[:3] in names and len(word) >= 3:

@@ -8,6 +8,7 @@ the proxy switch removes only the new containers, so the old release keeps servi
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
@@ -34,7 +35,8 @@ from deployer.healthchecks import (
     run_check,
     wait_running,
 )
-from deployer.networks import ensure_app_network
+from deployer.image_pruning import prune_images
+from deployer.networks import app_network_name, ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
 from dockyard.apps import App
@@ -101,9 +103,11 @@ def home_of(services: Services) -> str:
 
 
 def container_port(release: Release, config: dict[str, str]) -> int:
-    """`PORT` as set by the user, else the image's single EXPOSE, else 5000."""
-    if config.get("PORT", "").isdigit():
-        return int(config["PORT"])
+    """`PORT` as set by the user (a port number; anything else is ignored), else the image's
+    single EXPOSE, else 5000."""
+    port = config.get("PORT", "")
+    if re.fullmatch(r"[0-9]{1,5}", port) and 0 < int(port) < 65536:
+        return int(port)
     if len(release.ports) == 1:
         return int(release.ports[0])
     return DEFAULT_PORT
@@ -164,6 +168,8 @@ class ReleaseDeployer:
         return found
 
     def upstream(self, container: Container) -> str | None:
+        """`address:PORT` of a web container on the app's own network (the host reaches
+        every bridge network; nothing is published on the host)."""
         process_type, _ = docker_ops.instance_of(container)
         if process_type != "web":
             return None
@@ -171,8 +177,11 @@ class ReleaseDeployer:
             item.split("=", 1) for item in container.attrs["Config"].get("Env") or [] if "=" in item
         )
         port = int(env.get("PORT", DEFAULT_PORT))
-        host_port = docker_ops.host_port(container, port)
-        return f"127.0.0.1:{host_port}" if host_port else None
+        try:
+            address = docker_ops.address_in(container, app_network_name(self.app.name))
+        except DockyardError:
+            return None
+        return f"{address}:{port}"
 
     def publish(self, web: list[Container]) -> list[str]:
         upstreams = [u for u in (self.upstream(c) for c in web) if u]
@@ -221,8 +230,10 @@ class ReleaseDeployer:
         self.out.detail(f"Attempting pre-flight checks ({dyno})")
         try:
             host = docker_ops.address_in(container, spec.networks[0])
-        except DockyardError:  # no address: it stopped before the first check
-            raise CheckFailed(container_failed(container) or "container has no address") from None
+        except DockyardError:
+            # Between two restarts a crashing container has no address: say why it crashed.
+            time.sleep(0.5)
+            raise CheckFailed(container_failed(container) or "it has no address") from None
         for check in checks:
             run_check(container, check, host, spec.port)
         self.out.detail(f"All checks successful ({dyno})")
@@ -367,7 +378,11 @@ class ReleaseDeployer:
         for c in new:
             process_type, instance = docker_ops.instance_of(c)
             c.rename(live_name(self.app.name, process_type, instance))
-        docker_ops.retirer.schedule(leaving, self.settings.wait_to_retire)
+        docker_ops.retirer.schedule(
+            leaving,
+            self.settings.wait_to_retire,
+            then=lambda: prune_images(self.services, self.app),
+        )
 
     # -- changes to a running release -------------------------------------------------
     def scale(self, release: Release, formation: dict[str, int]) -> None:
@@ -398,8 +413,12 @@ class ReleaseDeployer:
         docker_ops.retirer.schedule(surplus, self.settings.wait_to_retire)
 
     def stop(self) -> int:
+        """Stop the live containers. The app's names stay routed, to no container (502 at
+        once, as Dokku's nginx does), not to addresses the stopped ones gave up."""
         self.releases.set_running(self.app, False)
         live = list(self.live_containers().values())
+        if any(docker_ops.instance_of(c)[0] == "web" for c in live):
+            router.publish(self.services, self.app.name, [])
         for c in live:
             c.stop(timeout=docker_ops.STOP_TIMEOUT)
         return len(live)
@@ -449,7 +468,7 @@ class ReleaseDeployer:
         return done
 
     def _wait_ports(self, web: list[Container], timeout: float = 5.0) -> None:
-        """A just-started container gets its host port a moment after `start` returns."""
+        """A just-started container gets its network address a moment after `start`."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(self.upstream(c) for c in web):

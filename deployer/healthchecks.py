@@ -26,6 +26,7 @@ DECLARED_ATTEMPTS = 5
 DECLARED_TIMEOUT = 5.0
 DECLARED_WAIT = 5.0
 SERVER_ERROR = 500
+MAX_CHECKS_SECONDS = 900
 MAX_RESPONSE = 1024 * 1024
 
 
@@ -89,6 +90,12 @@ def checks_for(app_json: dict, process_type: str) -> list[Check]:
                 status=_status(item.get("status")),
             )
         )
+    total = sum(c.initial_delay + c.attempts * (c.timeout + c.wait) for c in checks)
+    if total > MAX_CHECKS_SECONDS:
+        # A deploy holds its app's lock while it checks: bounded, as every other wait.
+        raise ValueError(
+            f"the checks could take {total:.0f} s; at most {MAX_CHECKS_SECONDS} s in all"
+        )
     if not checks and process_type == "web":
         return [DEFAULT_CHECK]
     return checks
@@ -131,13 +138,19 @@ def container_failed(container: Container) -> str | None:
 
 
 def http_probe(host: str, port: int, path: str, timeout: float) -> tuple[int, bytes]:
-    """One HTTP/1.0 GET; returns (status, body). Raises OSError/ValueError on no answer."""
+    """One HTTP/1.0 GET; returns (status, body). Raises OSError/ValueError on no answer.
+    `timeout` bounds the whole exchange, not each read: an app that drips its answer a
+    byte at a time must not hold a deploy (and its lock) for days."""
+    deadline = time.monotonic() + timeout
     with socket.create_connection((host, port), timeout=timeout) as sock:
-        sock.settimeout(timeout)
         request = f"GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: dockyard-checks\r\n\r\n"
         sock.sendall(request.encode("latin-1"))
         data = bytearray()
         while len(data) < MAX_RESPONSE:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no complete answer within {timeout:g} s")
+            sock.settimeout(left)
             chunk = sock.recv(65536)
             if not chunk:
                 break

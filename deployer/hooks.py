@@ -1,8 +1,9 @@
 """What the deployer does when the server starts, and when an app is renamed or destroyed.
 
-At start it reconciles: every deployed app's containers match its current release and
-formation (stopped ones started, missing ones recreated), strays — containers of unknown
-apps or of releases no longer current — are removed, and routes are re-published from the
+At start it reconciles, through each app's scheduler: every deployed app's containers (or
+Swarm services) match its current release and formation (stopped ones started, missing ones
+recreated), strays — containers of unknown apps or of releases no longer current, services
+of unknown apps — are removed, and routes are re-published from the
 live containers. Server stop does nothing: a restart of Dockyard never stops an app.
 """
 
@@ -17,9 +18,11 @@ import structlog
 
 import builder
 from deployer import containers as docker_ops
-from deployer.deploy import ReleaseDeployer, home_of, quiet_output
+from deployer.deploy import home_of, quiet_output
 from deployer.networks import home_networks, remove_app_network
 from deployer.releases import ReleaseStore
+from deployer.schedulers import scheduler_for
+from deployer.schedulers import swarm as swarm_scheduler
 from dockyard import lifecycle
 from dockyard import services as app_hooks
 from dockyard.apps import App
@@ -53,6 +56,7 @@ def reconcile_all(services: Services) -> list[str]:
     for network in home_networks(home_of(services)):
         if (network.get("Labels") or {}).get(docker_ops.LABEL_APP) not in known:
             remove_app_network(home_of(services), network["Labels"][docker_ops.LABEL_APP])
+    swarm_scheduler.remove_strays(services, set(known))
     busy = []
     for app in known.values():
         if not reconcile_app(services, app):
@@ -66,11 +70,14 @@ def reconcile_app(services: Services, app: App) -> bool:
     try:
         with app_lock(services.settings.locks_dir, app.name, timeout=RECONCILE_LOCK_WAIT):
             _finish_interrupted_deploys(services, app)
-            done = ReleaseDeployer(services, app, quiet_output()).reconcile()
+            done = scheduler_for(services, app, quiet_output()).reconcile()
     except AppBusy:
         return False
     except (DockyardError, docker.errors.DockerException, requests.RequestException) as exc:
         log.error("reconcile failed", app=app.name, error=str(exc))
+        return True
+    except Exception:  # one app's bad data must never keep the other apps from coming back
+        log.exception("reconcile crashed", app=app.name)
         return True
     for action in done:
         log.info("reconciled", app=app.name, action=action)
@@ -149,6 +156,7 @@ def _destroy(services: Services, name: str) -> None:
     found = docker_ops.app_containers(home_of(services), name, include_one_off=True)
     docker_ops.remove(found, timeout=2)
     remove_app_network(home_of(services), name)
+    swarm_scheduler.forget_app(services, name)
     # Routes go with the proxy's own destroy hook. The builder's hook ran first, while these
     # containers still held the images; now nothing uses them: every tag goes, `latest`
     # too, and with them the layers no other image shares.
@@ -164,7 +172,8 @@ def _rename(services: Services, old: str, new: str) -> None:
     found = docker_ops.app_containers(home_of(services), old, include_one_off=True)
     docker_ops.remove(found, timeout=2)
     remove_app_network(home_of(services), old)
+    swarm_scheduler.forget_app(services, old)
     store = ReleaseStore(services.state)
     store.rename_images(app, builder.image_repo(old), builder.image_repo(new))
     if store.current(app) is not None:
-        ReleaseDeployer(services, app, quiet_output()).reconcile()
+        scheduler_for(services, app, quiet_output()).reconcile()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import docker.errors
 
-from deployer import containers as docker_ops
+from deployer.networks import ensure_network, remove_network
 from dockyard import services as app_hooks
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
@@ -63,6 +63,8 @@ def check_network_name(name: str) -> str:
     check_app_name(name)
     if name in RESERVED:
         raise UsageError(f"{name} is Docker's own network; choose another name")
+    if name.startswith("dockyard"):
+        raise UsageError(f"{name}: names starting with dockyard are the platform's own")
     return name
 
 
@@ -122,45 +124,11 @@ def _home(services: Services) -> str:
 
 
 def ensure_docker_network(services: Services, name: str) -> str:
-    api = docker_ops.client().api
-    try:
-        found = api.inspect_network(name)
-    except docker.errors.NotFound:
-        found = None
-    if found is not None:
-        if (found.get("Labels") or {}).get(docker_ops.LABEL_HOME) != _home(services):
-            raise DockyardError(
-                f"A Docker network named {name} exists and does not belong to this Dockyard"
-            )
-        return name
-    try:
-        api.create_network(
-            name, driver="bridge", check_duplicate=True,
-            labels={docker_ops.LABEL_HOME: _home(services), LABEL_NETWORK: name},
-        )  # fmt: skip
-    except docker.errors.APIError as exc:
-        if exc.status_code != 409:
-            raise
-    return name
+    return ensure_network(_home(services), name, {LABEL_NETWORK: name})
 
 
 def remove_docker_network(services: Services, name: str) -> None:
-    api = docker_ops.client().api
-    try:
-        found = api.inspect_network(name)
-    except docker.errors.NotFound:
-        return
-    if (found.get("Labels") or {}).get(docker_ops.LABEL_HOME) != _home(services):
-        return
-    for container_id in found.get("Containers") or {}:
-        try:
-            api.disconnect_container_from_network(container_id, found["Id"], force=True)
-        except docker.errors.APIError:
-            pass
-    try:
-        api.remove_network(found["Id"])
-    except docker.errors.NotFound:
-        pass
+    remove_network(_home(services), name)
 
 
 @register_network_provider
@@ -297,10 +265,7 @@ def report(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("app", metavar="APP", nargs="?")
     parser.add_format()
     args = parser.parse_args(argv)
-    apps = ctx.services.apps
-    targets = [ctx.app(args.app)] if args.app else [
-        a for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))
-    ]  # fmt: skip
+    targets = ctx.apps_named_or_visible(args.app)
     store = NetworkStore(ctx.services)
     from deployer.networks import app_network_name
 

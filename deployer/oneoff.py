@@ -9,7 +9,6 @@ until the client closes it, then the container's stdin is closed too.
 from __future__ import annotations
 
 import socket
-import struct
 import threading
 from typing import BinaryIO
 
@@ -18,12 +17,9 @@ import docker.errors
 
 from deployer import containers as docker_ops
 from deployer.containers import ProcessSpec
+from dockyard.attach import CHUNK, copy_raw, demux
 from dockyard.output import ERROR
 
-STREAM_HEADER = struct.Struct(">BxxxL")  # stream id, 3 pad bytes, frame length
-STREAM_STDOUT = 1
-STREAM_STDERR = 2
-READ_CHUNK = 65536
 CANCEL_POLL = 0.25
 
 
@@ -63,9 +59,9 @@ class OneOff:
             watcher.start()
             try:
                 if self.tty:
-                    _copy_raw(sock, stdout)
+                    copy_raw(sock, stdout)
                 else:
-                    _demux(sock, stdout, stderr)
+                    demux(sock, stdout, stderr)
                 status = int(api.wait(container_id).get("StatusCode", 1))
                 # A command that could not even start (not found) leaves its reason here.
                 error = (api.inspect_container(container_id).get("State") or {}).get("Error")
@@ -89,7 +85,7 @@ def _pump_stdin(stdin: BinaryIO, sock: socket.socket, forward_eof: bool) -> None
     try:
         while True:
             read = getattr(stdin, "read1", None) or stdin.read
-            data = read(READ_CHUNK)
+            data = read(CHUNK)
             if not data:
                 break
             sock.sendall(data)
@@ -112,34 +108,3 @@ def _kill_on_cancel(
         api.kill(container_id)
     except docker.errors.APIError:
         pass  # already gone: the normal end of a command
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
-
-
-def _demux(sock: socket.socket, stdout: BinaryIO, stderr: BinaryIO) -> None:
-    while True:
-        header = _recv_exact(sock, STREAM_HEADER.size)
-        if len(header) < STREAM_HEADER.size:
-            return
-        stream, length = STREAM_HEADER.unpack(header)
-        payload = _recv_exact(sock, length)
-        target = stderr if stream == STREAM_STDERR else stdout
-        target.write(payload)
-        if not payload:
-            return
-
-
-def _copy_raw(sock: socket.socket, stdout: BinaryIO) -> None:
-    while True:
-        chunk = sock.recv(READ_CHUNK)
-        if not chunk:
-            return
-        stdout.write(chunk)

@@ -16,7 +16,8 @@ import docker.errors
 import requests
 
 import builder
-from deployer.deploy import ReleaseDeployer
+from deployer import schedulers
+from deployer.image_pruning import prune_images
 from deployer.releases import NO_RELEASE, Release, ReleaseStore, effective_formation
 from dockyard.apps import App
 from dockyard.errors import DockyardError
@@ -100,21 +101,10 @@ def _release_and_switch(
     release.formation = effective_formation(releases.formation(app), release)
     releases.add(app, release)
     try:
-        ReleaseDeployer(services, app, out).deploy(release, announce=announce)
+        schedulers.deploy(services, app, out, release, announce=announce)
     except BaseException:
         if releases.current_version(app) != release.version:
             releases.mark_failed(app, release)  # a release that already serves stays good
         raise
     prune_images(services, app)
     return release
-
-
-def prune_images(services: Services, app: App) -> None:
-    """Keep the images of the last N good releases (rollback targets); drop the rest."""
-    keep_count = builder.keep_releases(services, app)
-    good = [r for r in ReleaseStore(services.state).all(app) if r.status == "succeeded"]
-    keep = {tag for r in good[-keep_count:] for tag in (r.image, r.built_image) if tag}
-    try:
-        builder.prune_images(services, app.name, keep)
-    except DockyardError:
-        pass  # a busy image is pruned next time; never fail a deploy that already switched

@@ -6,6 +6,7 @@ from __future__ import annotations
 from deployer.containers import DEFAULT_PIDS_LIMIT, DEFAULT_RESTART_POLICY, Limits
 from deployer.containers import parse_restart_policy as _restart_policy
 from dockyard.apps import App
+from dockyard.names import is_whole_number
 from dockyard.properties import (
     BOOLEAN,
     BadValue,
@@ -17,6 +18,7 @@ from dockyard.properties import (
 )
 
 APPLIED_LATER = "Applied at the next deploy or restart"
+MAX_TENANT_PIDS = 4096
 
 
 def _restart(value: str) -> str:
@@ -32,7 +34,7 @@ def _memory(value: str) -> str:
     value = value.lower()
     number, unit = (value[:-1], value[-1]) if value[-1:] in "bkmg" else (value, "m")
     scale = {"b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[unit]
-    if not number.isdigit() or len(number) > 12 or not 6 * 1024**2 <= int(number) * scale <= 2**50:
+    if not is_whole_number(number) or not 6 * 1024**2 <= int(number) * scale <= 2**50:
         raise BadValue("takes a size of at least 6m, like 512m or 1g")
     return f"{int(number)}{unit}"
 
@@ -69,6 +71,8 @@ ONE_OFFS = RESOURCE.declare(
 PIDS = RESOURCE.declare(
     "pids", whole_number(16, 1_000_000), int, default=str(DEFAULT_PIDS_LIMIT),
     label="Limit pids", note=APPLIED_LATER, help="processes per container (fork bombs end here)",
+    # The cap is the host's protection: raising it far is an admin's call, not a tenant's.
+    admin_only=lambda v: is_whole_number(v) and int(v) > MAX_TENANT_PIDS,
 )  # fmt: skip
 
 

@@ -33,7 +33,12 @@ from typing import TYPE_CHECKING
 from dockyard import services as app_hooks
 from dockyard.access import Access, can_see, check_access
 from dockyard.apps import App
-from dockyard.commands.backup import BackupPart, extract_checked, register_backup_part
+from dockyard.commands.backup import (
+    BackupPart,
+    add_tree_unfollowed,
+    extract_checked,
+    register_backup_part,
+)
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, NotFound, UsageError
 from dockyard.names import check_app_name
@@ -111,9 +116,7 @@ def check_plain_path(path: str, what: str) -> str:
 
 def check_container_path(path: str) -> str:
     check_plain_path(path, "container path")
-    if path == "/" or path in SYSTEM_DIRS or any(
-        path.startswith(d + "/") for d in UNDER_FORBIDDEN
-    ):
+    if path == "/" or path in SYSTEM_DIRS or any(path.startswith(d + "/") for d in UNDER_FORBIDDEN):
         raise UsageError(f"Refusing to mount over {path} in the container (a system directory)")
     return path
 
@@ -185,8 +188,8 @@ def _storage_dir_name(services: Services, host: str) -> str | None:
     if "/" not in host:
         return check_app_name(host)
     root = str(storage_root(services)) + "/"
-    if host.startswith(root) and "/" not in host[len(root):] and host[len(root):]:
-        return host[len(root):]
+    if host.startswith(root) and "/" not in host[len(root) :] and host[len(root) :]:
+        return host[len(root) :]
     return None
 
 
@@ -263,6 +266,11 @@ def ensure_directory(ctx: Context, argv: list[str]) -> None:
     ctx.out.step(f"Ensuring {path} exists")
     root.mkdir(mode=0o755, exist_ok=True)
     if os.path.lexists(path):
+        if owner is None and not ctx.identity.is_admin:
+            # Made by hand or left by a removed record: its data is nobody's to take.
+            raise Conflict(
+                f"{path} exists but was not made for any key; only an admin may take it over"
+            )
         verify_storage_dir(ctx.services, str(path))
     else:
         path.mkdir(mode=0o755)
@@ -333,10 +341,7 @@ def report(ctx: Context, argv: list[str]) -> None:
     parser.add_argument("app", metavar="APP", nargs="?")
     parser.add_format()
     args = parser.parse_args(argv)
-    apps = ctx.services.apps
-    targets = [ctx.app(args.app)] if args.app else [
-        a for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))
-    ]  # fmt: skip
+    targets = ctx.apps_named_or_visible(args.app)
     store = StorageStore(ctx.services)
     for app in targets:
         mounts = " ".join(f"-v {m.text}" for m in store.mounts(app))
@@ -363,11 +368,6 @@ def list_directories(ctx: Context, argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------- backup
-def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
-    """Files, directories and links only: no device nodes or fifos leave a container."""
-    return info if info.isfile() or info.isdir() or info.issym() else None
-
-
 def _backup_write(services: Services, tar: tarfile.TarFile, scratch: Path, out: Output
                   ) -> list[str]:  # fmt: skip
     """Each Dockyard-made directory as its own tar inside the archive (ownership, modes and
@@ -380,7 +380,7 @@ def _backup_write(services: Services, tar: tarfile.TarFile, scratch: Path, out: 
             continue
         inner = scratch / f"{name}.tar"
         with tarfile.open(inner, "w") as t:
-            t.add(path, ".", filter=_tar_filter)
+            add_tree_unfollowed(t, path)  # the app may be swapping links in it right now
         tar.add(inner, f"storage/{name}.tar")
         inner.unlink()
         included.append(f"storage/{name}")

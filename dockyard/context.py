@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from dockyard.access import Access, Identity, check_access
+from dockyard.access import Access, Identity, can_see, check_access
 from dockyard.apps import App
 from dockyard.errors import UsageError
 from dockyard.names import check_app_name
@@ -42,6 +42,15 @@ class Context:
         grants = self.services.apps.grants(app)
         check_access(self.identity, need, app.name, app.owner, grants, action=action)
         return app
+
+    def visible_apps(self) -> list[App]:
+        """Every app this key may see (admins: all), by name."""
+        apps = self.services.apps
+        return [a for a in apps.all() if can_see(self.identity, a.owner, apps.grants(a))]
+
+    def apps_named_or_visible(self, name: str | None) -> list[App]:
+        """The named app (access checked), or with no name every app this key may see."""
+        return [self.app(name)] if name else self.visible_apps()
 
     def target(self, app_name: str | None, is_global: bool, action: str) -> App | None:
         """The app a settings command acts on, or None for `--global` (admins only)."""

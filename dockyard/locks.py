@@ -25,8 +25,17 @@ class AppBusy(DockyardError):
 @contextmanager
 def app_lock(locks_dir: Path, app: str, timeout: float = 600.0) -> Iterator[None]:
     check_app_name(app)
-    locks_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(locks_dir / f"{app}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    busy = f"App {app} is busy with another push or deploy; try again later"
+    with file_lock(locks_dir / f"{app}.lock", timeout, busy):
+        yield
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float, busy: str) -> Iterator[None]:
+    """An exclusive flock on `path` (made 0600 if missing), waited for up to `timeout`
+    seconds, then `AppBusy(busy)`. `path` must already be made of checked names."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         deadline = time.monotonic() + timeout
         delay = 0.005
@@ -36,9 +45,7 @@ def app_lock(locks_dir: Path, app: str, timeout: float = 600.0) -> Iterator[None
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise AppBusy(
-                        f"App {app} is busy with another push or deploy; try again later"
-                    ) from None
+                    raise AppBusy(busy) from None
                 time.sleep(delay)
                 delay = min(delay * 2, 0.1)
         try:

@@ -39,3 +39,9 @@ def check_config_key(key: str) -> str:
             f"Invalid config key {key!r}: use letters, digits and '_', not starting with a digit"
         )
     return key
+
+
+def is_whole_number(text: str, max_digits: int = 12) -> bool:
+    """ASCII digits only, and not too many: `str.isdigit` also takes `²` and `٣`, which
+    `int()` refuses or reads, and ten thousand digits would overflow what stores them."""
+    return re.fullmatch(rf"[0-9]{{1,{max_digits}}}", text) is not None

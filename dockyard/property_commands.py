@@ -58,11 +58,14 @@ def _set(group: PropertyGroup, apply: Applier, ctx: Context, argv: list[str]) ->
     parser = CommandParser(f"{group.name}:set")
     if not is_global:
         parser.add_argument("app", metavar="--global|APP")
-    parser.add_argument("key", metavar="KEY")
+    parser.add_argument("key", metavar="KEY", nargs="?")
     parser.add_argument("value", nargs="?", default="")
     args = parser.parse_args(argv)
-    prop = group.find(args.key)
+    # Who may act on the target is settled before anything about the key is said.
     app = ctx.target(getattr(args, "app", None), is_global, f"change global {group.name} settings")
+    if args.key is None:
+        raise UsageError(f"Give a KEY ({', '.join(sorted(group.properties))}) and a VALUE")
+    prop = group.find(args.key)
     prop.check_level(app)
     if prop.needs_admin(args.value):
         ctx.require_admin(f"set {group.name} {prop.name} to that value")
@@ -100,7 +103,9 @@ def _report(
         rows = []
         for prop in group.properties.values():
             if Level.APP not in prop.levels:
-                rows.append((prop.report_label, prop.shown(prop.raw(store, None))))
+                # Server-wide only (private hosts, registry names): the admin's business.
+                if ctx.identity.is_admin:
+                    rows.append((prop.report_label, prop.shown(prop.raw(store, None))))
                 continue
             rows.append((prop.report_label, prop.shown(prop.raw(store, app))))
             if Level.GLOBAL in prop.levels:

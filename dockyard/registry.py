@@ -18,6 +18,7 @@ from dockyard.access import Access, check_access
 from dockyard.bridge import ChannelClosed
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
+from dockyard.names import is_whole_number
 from dockyard.services import Services
 
 __all__ = [
@@ -55,6 +56,9 @@ def command(
     return register
 
 
+MAX_LINES = 100_000
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse that raises UsageError instead of printing and exiting."""
 
@@ -69,6 +73,18 @@ class CommandParser(argparse.ArgumentParser):
 
     def add_format(self) -> None:
         self.add_argument("--format", choices=("text", "json"), default="text")
+
+    def add_line_count(self, default: int, most: int = MAX_LINES) -> None:
+        """`-n N`: how many lines, 0 to `most` (argparse's own `int` also takes `٣` and
+        numbers no store or engine can hold)."""
+
+        def count(text: str) -> int:
+            if not is_whole_number(text, 9) or int(text) > most:
+                raise ValueError(text)
+            return int(text)
+
+        count.__name__ = f"line count (0 to {most})"  # what argparse's message calls it
+        self.add_argument("-n", "--num", type=count, default=default, metavar="N")
 
 
 def split_global(argv: Sequence[str]) -> tuple[bool, list[str]]:

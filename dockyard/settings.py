@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dockyard.errors import UsageError
+from dockyard.names import is_whole_number
 
 ENV_DATA_DIR = "DOCKYARD_DATA_DIR"
 ENV_SSH_LISTEN = "DOCKYARD_SSH_LISTEN"
@@ -28,7 +29,7 @@ def default_data_dir() -> Path:
 def parse_listen(value: str) -> tuple[str, int]:
     """Split `HOST:PORT` (IPv6 as `[::1]:PORT`) into host and port."""
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not is_whole_number(port, 5) or not 0 <= int(port) <= 65535:
         raise UsageError(f"Invalid listen address {value!r}: expected HOST:PORT")
     host = host.strip("[]") or "0.0.0.0"
     return host, int(port)

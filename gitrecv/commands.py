@@ -20,7 +20,7 @@ from dockyard import pipeline
 from dockyard import services as app_hooks
 from dockyard.apps import App
 from dockyard.bridge import BlockingReader
-from dockyard.commands.apps import DISABLE_AUTOCREATION
+from dockyard.commands.apps import DISABLE_AUTOCREATION, create_owned_app
 from dockyard.config_vars import GIT_REV
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, NotFound
@@ -29,7 +29,13 @@ from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser, command
 from dockyard.services import Services
 from gitrecv.fetchspec import GIT_PROTOCOL_ENV, protocol_version
-from gitrecv.properties import DEPLOY_BRANCH, GIT, MAX_PUSH_SIZE, SUBMODULE_PRIVATE_HOSTS
+from gitrecv.properties import (
+    DEPLOY_BRANCH,
+    GIT,
+    MAX_OBJECT_SIZE,
+    MAX_PUSH_SIZE,
+    SUBMODULE_PRIVATE_HOSTS,
+)
 from gitrecv.receive import DeployingReceivePackHandler
 from gitrecv.repos import RepoStore, app_name_from_repo_path, remove_leftovers
 from gitrecv.source import GitSource, SubmoduleFetcherFactory
@@ -91,7 +97,7 @@ def _app_for_push(ctx: Context, name: str) -> App:
                 f"(apps:set --global disable-autocreation). Create it first: apps:create {name}"
             )
         try:
-            services.create_app(name, owner=ctx.identity.name)
+            create_owned_app(ctx, name)
             ctx.event("apps:create", name, "created by git push")
         except Conflict:
             pass  # a concurrent push created it first; ctx.app checks who owns it
@@ -131,8 +137,9 @@ def receive_pack(ctx: Context, argv: list[str]) -> int | None:
             proto = Protocol(ctx.stdin.read, ctx.stdout.write)
             recv = getattr(ctx.stdin, "recv", None) or ctx.stdin.read1
             handler = DeployingReceivePackHandler(
-                repo, proto, recv, AppDeployTarget(ctx, app, repo), limit, ctx.stderr
-            )
+                repo, proto, recv, AppDeployTarget(ctx, app, repo), limit, ctx.stderr,
+                MAX_OBJECT_SIZE.get(services.properties, None),
+            )  # fmt: skip
             status = _speak_git(ctx, handler.handle)
             if handler.moved:
                 pushed = " ".join(

@@ -43,6 +43,11 @@ MAX_PUSH_SIZE = GIT.declare(
     "max-push-size", lambda v: format_size(parse_size(v)), parse_size, default="1G",
     levels=Level.GLOBAL, help="the largest pack a push may send",
 )  # fmt: skip
+MAX_OBJECT_SIZE = GIT.declare(
+    "max-object-size", lambda v: format_size(parse_size(v)), parse_size, default="100M",
+    levels=Level.GLOBAL,
+    help="the largest single file (object) a push may carry, inflated: a push's memory bound",
+)  # fmt: skip
 GC_INTERVAL = GIT.declare(
     "gc-interval", whole_number(1, 366 * DAY), int, default=str(DAY), levels=Level.GLOBAL,
     help="seconds between scheduled repacks of each repository",

@@ -54,6 +54,7 @@ from dulwich.server import Backend, ReceivePackHandler
 from dockyard.bridge import ChannelClosed
 from dockyard.errors import DockyardError
 from dockyard.output import ERROR, STEP
+from gitrecv.objectsize import ObjectTooLarge, object_size_limit
 from gitrecv.packs import store_incoming_pack
 from gitrecv.repos import remove_leftovers
 
@@ -220,11 +221,13 @@ class DeployingReceivePackHandler(ReceivePackHandler):
         target: PushTarget,
         max_push_size: int,
         stderr: BinaryIO,
+        max_object_size: int | None = None,
     ) -> None:
         super().__init__(SingleRepoBackend(repo), ["."], proto)
         self._recv = recv
         self.target = target
         self.max_push_size = max_push_size
+        self.max_object_size = max_object_size
         # Until the client turns on side-band, progress goes to the SSH stderr (git shows it).
         self.progress = ProgressChannel(stderr.write)
         self.moved: list[RefUpdate] = []  # the refs this push moved, once it is done
@@ -325,8 +328,10 @@ class DeployingReceivePackHandler(ReceivePackHandler):
     def _store_pack(self) -> bytes | None:
         """Read the pack into the object store; an unpack error message, or None."""
         reader = SizeLimitedReader(self.proto.read, self._recv, self.max_push_size)
+        ceiling = self.max_object_size or self.max_push_size
         try:
-            store_incoming_pack(self.repo.object_store, reader.read, reader.recv)
+            with object_size_limit(ceiling):
+                store_incoming_pack(self.repo.object_store, reader.read, reader.recv)
             return None
         except PushTooLarge as exc:
             self.progress.line(
@@ -334,6 +339,12 @@ class DeployingReceivePackHandler(ReceivePackHandler):
                 "`git:set --global max-push-size SIZE`."
             )
             return b"push larger than the maximum push size"
+        except ObjectTooLarge as exc:
+            self.progress.line(
+                f"{ERROR}Push refused: {exc}. An admin can raise it with "
+                "`git:set --global max-object-size SIZE`."
+            )
+            return b"object larger than the maximum object size"
         except (ChannelClosed, GitProtocolError):
             raise
         except Exception as exc:  # dulwich raises many types for a broken pack

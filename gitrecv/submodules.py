@@ -4,7 +4,8 @@ A pushed tree's gitlink entries name commits in other repositories; `.gitmodules
 where they live. The build gets each submodule's tree at that commit, in its place.
 
 Invariants (a push is untrusted input, and fetching is done by the server):
-- Only `https://` and `http://` URLs are fetched (with a timeout). Relative URLs (another
+- Only `https://` and `http://` URLs are fetched (with a timeout, never following a
+  redirect, never echoing what a server answered). Relative URLs (another
   repository on this server: another app's code), `file:`, `ssh:` and `git:` are refused
   with a message naming the submodule.
 - The host must resolve to public addresses only, so a push cannot make the server reach
@@ -27,14 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import urllib3
 from dulwich.client import HttpGitClient
 from dulwich.config import ConfigFile, parse_submodules
+from dulwich.errors import GitProtocolError, HangupException, NotGitRepository
 from dulwich.objects import Commit
 from dulwich.repo import Repo
 
 from dockyard.errors import DockyardError
 
 FETCH_TIMEOUT = 60.0
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 SCHEMES = ("https", "http")
 MODULES_DIR = "dockyard/modules"
 
@@ -130,10 +134,22 @@ class SubmoduleFetcher:
         return Repo.init_bare(str(path))
 
     def _fetch(self, sub: Submodule, url: str, cache: Repo) -> None:
-        client = HttpGitClient(url, timeout=FETCH_TIMEOUT, quiet=True)
+        # No redirects: the address checked above is the only one the server talks to.
+        pool = urllib3.PoolManager(
+            retries=urllib3.Retry(total=1, redirect=False), ca_certs=CA_BUNDLE,
+            cert_reqs="CERT_REQUIRED", timeout=FETCH_TIMEOUT,
+        )  # fmt: skip
+        client = HttpGitClient(url, pool_manager=pool, timeout=FETCH_TIMEOUT, quiet=True)
         try:
             client.fetch("", cache)
-        except Exception as exc:  # urllib3, socket and protocol errors alike: say which
+        except (GitProtocolError, NotGitRepository, HangupException):
+            # Its text may quote what the server sent: never echoed to the pusher.
             raise SubmoduleError(
-                f"Submodule {sub.path} ({sub.url}) could not be fetched: {exc}"
+                f"Submodule {sub.path} ({sub.url}) could not be fetched: the server did not "
+                "answer as a git server (redirects are not followed)"
+            ) from None
+        except Exception as exc:  # urllib3 and socket errors: their reason, never a body
+            raise SubmoduleError(
+                f"Submodule {sub.path} ({sub.url}) could not be fetched: "
+                f"{type(exc).__name__}: {str(exc)[:200]}"
             ) from None

@@ -46,7 +46,7 @@ def check_listeners(services: Services) -> list[Finding]:
     recorded = services.properties.get(None, HTTP_LISTEN) is not None
     pid = router.master.pid()
     http, https = router.http_listen(), router.https_listen()
-    tls = router.listen(router.routes()).https is not None
+    tls = router.listen().https is not None
     found = [_listener("http", http, pid, recorded, serving=True)]
     found.append(_listener("https", https, pid, recorded, serving=tls))
     return found

@@ -30,12 +30,12 @@ def _app_and_domains(name: str) -> CommandParser:
 
 def _checked_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> list[str]:
     checked = list(dict.fromkeys(check_domain(d) for d in domains))
-    claims.check_domains(router, app, checked, ctx.identity.is_admin)
+    claims.check_domains(router, app, checked, ctx.identity)
     return checked
 
 
 def _set_domains(ctx: Context, router: Router, app: App, domains: list[str]) -> None:
-    router.apply(lambda: router.store.set_domains(app, domains))
+    router.apply(lambda: router.store.set_domains(app, domains), app=app)
     ctx.event("domains", app.name, " ".join(domains))
     # Once the new names route (and answer HTTP-01): a Let's Encrypt app gets them covered.
     letsencrypt.after_domains_changed(ctx, app)
@@ -162,20 +162,8 @@ def certs_add(ctx: Context, argv: list[str]) -> None:
     else:
         crt, key = certs.read_tar(ctx.stdin)
     bundle = certs.parse_bundle(crt, key)
-    router = _router(ctx)
-    slot = router.cert_dir_name(app)
     ctx.out.step(f"Adding SSL certificate to {app.name}")
-    saved = certs.snapshot(router.paths.certs_dir, slot)
-
-    def change() -> None:
-        certs.install(router.paths.certs_dir, slot, bundle)
-        router.store.set_cert(app, bundle.info)
-
-    try:
-        router.apply(change, force=True)
-    except BaseException:
-        certs.restore(router.paths.certs_dir, slot, saved)
-        raise
+    _router(ctx).install_certificate(app, bundle)
     ctx.out.detail(f"Subject: {bundle.info.subject}")
     ctx.out.detail(f"Expires: {bundle.info.not_after}")
     letsencrypt.after_manual_cert(ctx, app)

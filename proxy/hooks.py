@@ -55,7 +55,7 @@ def forget_app(services: Services, name: str) -> None:
     app = services.apps.get(name)
     router = Router(services)
     if router.is_serving():
-        router.apply(lambda: router.store.forget(app))
+        router.apply(lambda: router.store.forget(app), app=app)
     else:
         router.store.forget(app)  # the next start renders without it
     certs.remove(router.paths.certs_dir, router.cert_dir_name(app))

@@ -53,6 +53,7 @@ from dockyard.bridge import run_blocking
 from dockyard.commands.doctor import Finding, register_check
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
+from dockyard.locks import AppBusy, app_lock
 from dockyard.output import Output
 from dockyard.properties import BOOLEAN, Level, PropertyGroup
 from dockyard.services import Services
@@ -382,22 +383,6 @@ def issuance_lock(services: Services, app: App) -> Iterator[None]:
         os.close(fd)
 
 
-def _install(router: Router, app: App, bundle: certs.CertBundle) -> None:
-    """The certs:add path: files and state together, tested by nginx, or neither."""
-    slot = router.cert_dir_name(app)
-    saved = certs.snapshot(router.paths.certs_dir, slot)
-
-    def change() -> None:
-        certs.install(router.paths.certs_dir, slot, bundle)
-        router.store.set_cert(app, bundle.info)
-
-    try:
-        router.apply(change, force=True)
-    except BaseException:
-        certs.restore(router.paths.certs_dir, slot, saved)
-        raise
-
-
 def _still_serving(router: Router, app: App) -> str:
     info = router.store.cert(app)
     if info is None:
@@ -448,7 +433,7 @@ def issue(
             missing = sorted(set(names) - set(bundle.info.hostnames))
             if missing:
                 raise AcmeError(f"The issued certificate lacks {' '.join(missing)}")
-            _install(router, app, bundle)
+            router.install_certificate(app, bundle)
         except (DockyardError, OSError) as exc:
             message = exc.message if isinstance(exc, DockyardError) else (
                 f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or 'no file'})"
@@ -552,7 +537,9 @@ def renew_due(
         if reason is None:
             clear_resolved_failure(store, st)
             continue
-        if background and (st.next_attempt > time.time() or router.route(app) is None):
+        if background and (
+            st.next_attempt > time.time() or router.route(app) is None or _deploying(services, app)
+        ):
             continue
         out.step(f"Renewing {app.name}: {reason}")
         try:
@@ -562,6 +549,16 @@ def renew_due(
             out.warn(exc.message)
             failed.append(app.name)
     return renewed, failed
+
+
+def _deploying(services: Services, app: App) -> bool:
+    """A push or redeploy holds the app's lock: its own post-deploy hook will see to the
+    certificate, and the background must not issue it between the switch and that hook."""
+    try:
+        with app_lock(services.settings.locks_dir, app.name, timeout=0):
+            return False
+    except AppBusy:
+        return True
 
 
 # ---------------------------------------------------------------- hooks

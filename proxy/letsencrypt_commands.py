@@ -12,7 +12,7 @@ import dataclasses
 import time
 from datetime import UTC, datetime
 
-from dockyard.access import Access, can_see
+from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
@@ -28,11 +28,6 @@ def _app_arg(name: str) -> CommandParser:
     parser = CommandParser(name)
     parser.add_argument("app")
     return parser
-
-
-def _visible(ctx: Context) -> list[App]:
-    apps = ctx.services.apps
-    return [a for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))]
 
 
 # A non-admin may not order a certificate again for the same names within this time: CAs
@@ -218,7 +213,7 @@ def list_(ctx: Context, argv: list[str]) -> None:
     router = Router(ctx.services)
     store = le.LeStore(ctx.services)
     rows = []
-    for app in _visible(ctx):  # any key may list; it sees the apps it may manage
+    for app in ctx.visible_apps():  # any key may list; it sees the apps it may manage
         st = store.get(app)
         if st is not None:
             rows.append(_list_row(ctx, router, app, st))
@@ -284,7 +279,7 @@ def report(ctx: Context, argv: list[str]) -> None:
         rows.append(("Letsencrypt check interval", le.check_interval()))
         ctx.out.report("Global letsencrypt information", rows, args.format)
         return
-    apps = [ctx.app(args.app)] if args.app else _visible(ctx)
+    apps = [ctx.app(args.app)] if args.app else ctx.visible_apps()
     if args.format == "json" and not args.app:
         ctx.out.json({a.name: {report_key(k): v for k, v in _report_rows(ctx, a)} for a in apps})
         return

@@ -3,24 +3,31 @@
 Dockyard's master is a daemon in its own session, started from the system binary with
 `-p PREFIX -c CONF`; it outlives Dockyard, which adopts it on the next start (the pid file
 names it, /proc confirms it is a master of *our* config). A reload is SIGHUP; we wait until
-the master has started workers with the new configuration, so a caller that retires old
-containers next knows no new request goes to them.
+the master has started workers with the new configuration and the old ones stopped
+accepting, so a caller knows every new connection sees the new configuration.
+
+`Frontend` is what the Router needs of an nginx: where an app's file goes, testing one app's
+file alone, installing the shared part, reloading. Its two kinds (own master, system nginx)
+are chosen once. Reloads asked for together run once (`Coalesced`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
 
 from dockyard.errors import DockyardError
-from proxy.render import NginxPaths
+from proxy.render import Listen, NginxPaths
 
 log = structlog.get_logger("proxy.nginx")
 
@@ -271,3 +278,285 @@ class SystemNginx:
         proc = _run_nginx(["-s", "reload"], TEST_TIMEOUT)
         if proc.returncode != 0:
             raise NginxError("the system nginx did not reload:\n" + _nginx_messages(proc.stdout))
+
+
+class Coalesced:
+    """Run `action` for many callers at once: a caller returns after one run that started
+    after its call, so a reload asked for by several deploys together happens once."""
+
+    def __init__(self, action: Callable[[], object]) -> None:
+        self._action = action
+        self._cond = threading.Condition()
+        self._asked = 0
+        self._running = False
+        self._outcomes: list[tuple[int, BaseException | None]] = []
+
+    def __call__(self) -> None:
+        with self._cond:
+            self._asked += 1
+            ticket = self._asked
+            while True:
+                for covered, error in self._outcomes:
+                    if covered >= ticket:
+                        if error is not None:
+                            raise error
+                        return
+                if not self._running:
+                    break
+                self._cond.wait()
+            self._running = True
+            covered = self._asked
+        error: BaseException | None = None
+        try:
+            self._action()
+        except BaseException as exc:  # handed to every caller this run covered
+            error = exc
+        with self._cond:
+            self._running = False
+            self._outcomes = [*self._outcomes[-15:], (covered, error)]
+            self._cond.notify_all()
+        if error is not None:
+            raise error
+
+
+class Frontend:
+    """Where one routed app's file lives and how the nginx that serves it is tested and
+    reloaded. Two kinds, chosen once per Router: Dockyard's own master (`OwnNginx`) and
+    the machine's nginx (`SystemNginxFrontend`, mode `system`)."""
+
+    kind = ""
+
+    def app_file(self, app: str) -> Path:
+        raise NotImplementedError
+
+    def app_files(self) -> dict[str, Path]:
+        """Every app file present, by app name."""
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        raise NotImplementedError
+
+    def test_app(self, app: str, text: str) -> Path:
+        """Write `text` beside the app's file and test it alone; returns the tested file,
+        ready for `os.replace` onto `app_file(app)`. Raises NginxError with nginx's words."""
+        raise NotImplementedError
+
+    def install_main(self, text: str) -> bool:
+        """Test and install the shared part; True if it changed."""
+        raise NotImplementedError
+
+    def reload(self) -> None:
+        raise NotImplementedError
+
+    def is_serving(self) -> bool:
+        raise NotImplementedError
+
+    def shared_text(self, listen: Listen) -> str:
+        """The part every app's file relies on (the main config, or the common file)."""
+        raise NotImplementedError
+
+    def start(self, changed: bool) -> int | None:
+        """At Dockyard's start, after the files were brought up to date (`changed`: some
+        text differs from what nginx runs): make nginx serve them, touching a running
+        nginx only if something changed."""
+        raise NotImplementedError
+
+    def watch(self, changed: bool) -> None:
+        """The watchdog's step after the files were brought up to date."""
+        raise NotImplementedError
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+class OwnNginx(Frontend):
+    """Dockyard's own master: `nginx.conf` includes `apps/*.conf`."""
+
+    kind = "dockyard"
+    _reloads: dict[Path, Coalesced] = {}
+    _reloads_lock = threading.Lock()
+
+    def __init__(self, paths: NginxPaths) -> None:
+        self.paths = paths
+        self.master = NginxMaster(paths)
+        with self._reloads_lock:
+            self._reload = self._reloads.setdefault(paths.prefix, Coalesced(self._reload_now))
+
+    def app_file(self, app: str) -> Path:
+        return self.paths.apps_dir / f"{app}.conf"
+
+    def app_files(self) -> dict[str, Path]:
+        try:
+            found = list(self.paths.apps_dir.glob("*.conf"))
+        except OSError:
+            return {}
+        return {p.name[: -len(".conf")]: p for p in found}
+
+    def prepare(self) -> None:
+        self.master.prepare_dirs()
+        for sub in (self.paths.apps_dir, self.paths.test_dir):
+            sub.mkdir(exist_ok=True, mode=0o700)
+
+    def test_app(self, app: str, text: str) -> Path:
+        from proxy.render import render_test_config
+
+        target = self.app_file(app)
+        tmp = target.with_name(f".{target.name}.new")  # outside the include's *.conf
+        wrapper = self.paths.test_dir / f"{app}.conf"
+        _write_private_text(tmp, text)
+        _write_private_text(wrapper, render_test_config(self.paths, tmp))
+        try:
+            self.master.test(wrapper)
+        except NginxError:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
+            wrapper.unlink(missing_ok=True)
+        return tmp
+
+    def install_main(self, text: str) -> bool:
+        conf = self.paths.conf
+        if read_text(conf) == text:
+            return False
+        tmp = conf.with_name(conf.name + ".new")
+        _write_private_text(tmp, text)
+        try:
+            self.master.test(tmp)
+        except NginxError:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.replace(tmp, conf)
+        return True
+
+    def _reload_now(self) -> None:
+        # The flock keeps a local CLI's reload and the server's from interleaving signals.
+        lock = self.paths.prefix / ".signal.lock"
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.master.reload()
+        finally:
+            os.close(fd)
+
+    def reload(self) -> None:
+        self._reload()
+
+    def is_serving(self) -> bool:
+        return self.master.pid() is not None
+
+    def shared_text(self, listen: Listen) -> str:
+        from proxy.render import render_main_config
+
+        return render_main_config(self.paths, listen)
+
+    def start(self, changed: bool) -> int | None:
+        pid, started = self.master.ensure_running()
+        if changed and not started:
+            pid = self.master.reload()
+        log.info("nginx ready", pid=pid, adopted=not started, reloaded=changed and not started)
+        return pid
+
+    def watch(self, changed: bool) -> None:
+        if self.master.pid() is None:
+            self.master.start()  # it died: start it with the files as they are now
+        elif changed:
+            self.reload()
+
+
+class SystemNginxFrontend(Frontend):
+    """The machine's nginx: `dockyard.conf` (shared) and `dockyard-APP.conf` in its
+    conf.d; it runs and restarts on its own, we test and reload it."""
+
+    kind = "system"
+    PREFIX = "dockyard-"
+    COMMON = "dockyard.conf"  # outside the per-app pattern: no app name collides with it
+
+    def __init__(self, conf_dir: Path, paths: NginxPaths) -> None:
+        self.conf_dir = conf_dir
+        self.paths = paths  # for scratch files of `nginx -t` of one app
+        self.nginx = SystemNginx()
+        self._reload = Coalesced(self.nginx.reload)
+
+    def app_file(self, app: str) -> Path:
+        return self.conf_dir / f"{self.PREFIX}{app}.conf"
+
+    def app_files(self) -> dict[str, Path]:
+        try:
+            found = list(self.conf_dir.glob(f"{self.PREFIX}*.conf"))
+        except OSError:
+            return {}
+        return {p.name[len(self.PREFIX) : -len(".conf")]: p for p in found}
+
+    def prepare(self) -> None:
+        NginxMaster(self.paths).prepare_dirs()
+        self.paths.test_dir.mkdir(exist_ok=True, mode=0o700)
+
+    def test_app(self, app: str, text: str) -> Path:
+        from proxy.render import render_test_config
+
+        target = self.app_file(app)
+        scratch = self.paths.test_dir / f"{app}.conf.new"
+        wrapper = self.paths.test_dir / f"{app}.conf"
+        _write_private_text(scratch, text)
+        _write_private_text(wrapper, render_test_config(self.paths, scratch))
+        try:
+            NginxMaster(self.paths).test(wrapper)
+        except NginxError:
+            scratch.unlink(missing_ok=True)
+            raise
+        finally:
+            wrapper.unlink(missing_ok=True)
+        tmp = target.with_name(f".{target.name}.new")
+        tmp.write_text(text)
+        scratch.unlink(missing_ok=True)
+        return tmp
+
+    def install_main(self, text: str) -> bool:
+        common = self.conf_dir / self.COMMON
+        before = read_text(common) if common.exists() else None
+        if before == text:
+            return False
+        common.write_text(text)
+        try:
+            self.nginx.test()
+        except NginxError:
+            if before is None:
+                common.unlink(missing_ok=True)
+            else:
+                common.write_text(before)
+            raise
+        return True
+
+    def reload(self) -> None:
+        self._reload()
+
+    def is_serving(self) -> bool:
+        return True
+
+    def shared_text(self, listen: Listen) -> str:
+        from proxy.render import render_upgrade_map
+
+        return render_upgrade_map()
+
+    def start(self, changed: bool) -> int | None:
+        if changed:
+            self.reload()
+        return None
+
+    def watch(self, changed: bool) -> None:
+        # The system nginx is the system's to keep running; we only reload it when one of
+        # our files had to be put right.
+        if changed:
+            self.reload()

@@ -3,6 +3,7 @@ Every change goes through `Router.apply`: rendered, tested by nginx, then swappe
 
 from __future__ import annotations
 
+from dockyard.names import is_whole_number
 from dockyard.properties import BOOLEAN, BadValue, Level, PropertyGroup, whole_number
 from proxy.render import DEFAULT_HSTS_MAX_AGE
 from proxy.validate import MAX_HSTS_MAX_AGE, check_body_size, check_conf_dir
@@ -19,9 +20,20 @@ def _mode(value: str) -> str:
 
 
 PROXY = PropertyGroup("proxy")
+
+
+def _large_body(value: str) -> bool:
+    """No limit, or above 1 GiB: request bodies are spooled to the data dir's disk."""
+    units = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+    number, unit = (value[:-1], value[-1].lower()) if value[-1:].isalpha() else (value, "")
+    return is_whole_number(number) and (
+        int(number) == 0 or int(number) * units.get(unit, 1) > 1024**3
+    )
+
+
 BODY_SIZE = PROXY.declare(
-    "client-max-body-size", check_body_size, default="1m",
-    help="largest request body nginx passes on (10m; 0: no limit)",
+    "client-max-body-size", check_body_size, default="1m", admin_only=_large_body,
+    help="largest request body nginx passes on (10m; 0: no limit; above 1g or 0: admins)",
 )  # fmt: skip
 MODE = PROXY.declare(
     "mode", _mode, default=MODE_OWN, levels=Level.GLOBAL,

@@ -2,6 +2,11 @@
 
 Every value placed in the text has been validated (proxy.validate) before it gets here;
 these functions only arrange it.
+
+The configuration is one main file (`render_main_config`: process settings, the shared
+http settings, the default 404 servers, `include apps/*.conf`) and one file per routed app
+(`render_server_block`: that app's upstream and server blocks, nothing shared), so one
+app's file can be tested (`render_test_config`) and swapped without the others.
 """
 
 from __future__ import annotations
@@ -14,8 +19,15 @@ HTTP_DEFAULT_PORT = 80
 HTTPS_DEFAULT_PORT = 443
 # Our own name for the upgrade map, so it cannot clash with one the system nginx defines.
 UPGRADE_VAR = "$dockyard_connection_upgrade"
-UPSTREAM_KEEPALIVE = 32
-# A retiring or not-yet-listening container must not fail a request: try the next one.
+UPSTREAM_KEEPALIVE = 64
+# A stable upstream (the app's VIP slots, forwarded by the kernel, proxy.dnat) closes its
+# kept-alive connections after STABLE_KEEPALIVE_TIME of use or STABLE_KEEPALIVE_TIMEOUT
+# idle, so none outlives a switch by more than their sum
+# (proxy.router.DRAIN_SECONDS): after that no new request reaches a retired container.
+STABLE_KEEPALIVE_TIME = "200ms"
+STABLE_KEEPALIVE_TIMEOUT = "100ms"
+# A retiring or not-yet-listening container must not fail a request: try the next one
+# (for a stable upstream: the next slot, most often another container).
 NEXT_UPSTREAM_TRIES = 3
 NEXT_UPSTREAM_TIMEOUT = "10s"
 CONNECT_TIMEOUT = "5s"
@@ -70,6 +82,9 @@ class AppRoute:
     # ACME_ROOT/.well-known/acme-challenge/); None answers no challenges.
     acme_root: Path | None = None
     hsts: Hsts | None = None
+    # True: `upstreams` are the app's stable VIP slots, which the kernel forwards to the
+    # live containers (proxy.dnat); changing containers then changes no nginx text.
+    stable: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +99,16 @@ class NginxPaths:
     @property
     def conf(self) -> Path:
         return self.prefix / "nginx.conf"
+
+    @property
+    def apps_dir(self) -> Path:
+        """One file per routed app, included by the main config."""
+        return self.prefix / "apps"
+
+    @property
+    def test_dir(self) -> Path:
+        """Scratch configs for `nginx -t` of one app's file."""
+        return self.prefix / "test"
 
     @property
     def pid(self) -> Path:
@@ -167,6 +192,9 @@ def _proxy_location(route: AppRoute) -> list[str]:
         "        proxy_set_header X-Forwarded-Port $server_port;",
         "        proxy_set_header X-Request-Start t=${msec};",
         f"        proxy_connect_timeout {CONNECT_TIMEOUT};",
+        "        proxy_buffer_size 16k;",
+        "        proxy_buffers 16 16k;",
+        "        proxy_busy_buffers_size 32k;",
         f"        proxy_send_timeout {SEND_TIMEOUT};",
         f"        proxy_read_timeout {READ_TIMEOUT};",
         "        proxy_next_upstream error timeout http_502;",
@@ -196,8 +224,23 @@ def render_server_block(route: AppRoute, listen: Listen) -> str:
     """The upstream and server blocks that route one app's host names to its containers."""
     names = " ".join(route.server_names)
     lines = [f"upstream {upstream_name(route.app)} {{"]
-    lines += [f"    server {u} max_fails=1 fail_timeout=5s;" for u in route.upstreams]
-    lines += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+    if route.stable:
+        # The app's slots (proxy.dnat): each stands for whichever container the kernel
+        # forwards it to now, so none is ever marked down for a failure of the container
+        # that was there before.
+        lines += [f"    server {u} max_fails=0;" for u in route.upstreams]
+        lines += [
+            f"    keepalive {UPSTREAM_KEEPALIVE};",
+            f"    keepalive_time {STABLE_KEEPALIVE_TIME};",
+            f"    keepalive_timeout {STABLE_KEEPALIVE_TIMEOUT};",
+            "}",
+        ]
+    elif route.upstreams:
+        lines += [f"    server {u} max_fails=1 fail_timeout=5s;" for u in route.upstreams]
+        lines += [f"    keepalive {UPSTREAM_KEEPALIVE};", "}"]
+    else:
+        # Routed to no container (stopped): every request is a 502 at once.
+        lines += ["    server 127.0.0.1:1 down;", "}"]
     common = [
         f"    server_name {names};",
         f"    client_max_body_size {route.client_max_body_size};",
@@ -238,32 +281,36 @@ def render_server_block(route: AppRoute, listen: Listen) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_http_body(routes: Sequence[AppRoute], listen: Listen) -> str:
-    parts = [render_upgrade_map(), render_default_server(listen)]
-    parts += [f"# app {r.app}\n" + render_server_block(r, listen) for r in routes]
-    return "\n".join(parts)
+def render_app_file(route: AppRoute, listen: Listen) -> str:
+    """The whole file of one routed app (its own upstream and servers, nothing shared)."""
+    return f"# app {route.app}; written by Dockyard, edits here are overwritten\n" + (
+        render_server_block(route, listen)
+    )
 
 
-def render_main_config(paths: NginxPaths, routes: Sequence[AppRoute], listen: Listen) -> str:
-    """The complete nginx.conf of Dockyard's own nginx master."""
-    temp = paths.temp_dir
+def _events_and_process(paths: NginxPaths, pid: Path, error_log: Path) -> str:
     user = "user root;\n" if paths.user_root else ""
-    body = render_http_body(routes, listen)
-    indented = "".join(f"    {line}\n" if line else "\n" for line in body.splitlines())
     return (
-        "# Written by Dockyard on every routing change; edits here are overwritten.\n"
         f"{user}"
         "daemon on;\n"
         f"worker_processes {paths.worker_processes};\n"
         "worker_rlimit_nofile 16384;\n"
-        f"pid {paths.pid};\n"
-        f"error_log {paths.error_log} warn;\n"
+        f"pid {pid};\n"
+        f"error_log {error_log} warn;\n"
         "\n"
         "events {\n"
         "    worker_connections 4096;\n"
         "}\n"
         "\n"
-        "http {\n"
+    )
+
+
+def _http_settings(paths: NginxPaths) -> str:
+    """The http-level settings every app's file is written against, main and test alike."""
+    temp = paths.temp_dir
+    body = render_upgrade_map()
+    indented = "".join(f"    {line}\n" if line else "\n" for line in body.splitlines())
+    return (
         f"    client_body_temp_path {temp / 'client_body'};\n"
         f"    proxy_temp_path {temp / 'proxy'};\n"
         f"    fastcgi_temp_path {temp / 'fastcgi'};\n"
@@ -281,5 +328,35 @@ def render_main_config(paths: NginxPaths, routes: Sequence[AppRoute], listen: Li
         "    default_type application/octet-stream;\n"
         "\n"
         f"{indented}"
-        "}\n"
+    )
+
+
+def render_main_config(paths: NginxPaths, listen: Listen) -> str:
+    """The main nginx.conf of Dockyard's own master: shared settings, the default 404
+    servers and every app's file from `paths.apps_dir`."""
+    default = render_default_server(listen)
+    indented = "".join(f"    {line}\n" if line else "\n" for line in default.splitlines())
+    return (
+        "# Written by Dockyard; edits here are overwritten.\n"
+        + _events_and_process(paths, paths.pid, paths.error_log)
+        + "http {\n"
+        + _http_settings(paths)
+        + "\n"
+        + indented
+        + "\n"
+        + f"    include {paths.apps_dir}/*.conf;\n"
+        + "}\n"
+    )
+
+
+def render_test_config(paths: NginxPaths, app_file: Path) -> str:
+    """A config around one app's file alone, for `nginx -t`: the same http settings as
+    the main config, so what passes here loads there, and nothing of the other apps."""
+    scratch = paths.test_dir
+    return (
+        _events_and_process(paths, scratch / "nginx.pid", paths.error_log)
+        + "http {\n"
+        + _http_settings(paths)
+        + f"    include {app_file};\n"
+        + "}\n"
     )

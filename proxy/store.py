@@ -39,6 +39,10 @@ register_migrations(
             fingerprint TEXT NOT NULL,
             self_signed INTEGER NOT NULL
         )""",
+        # Apps whose names stay routed while no container runs (ps:stop): 502 at once.
+        """CREATE TABLE proxy_held (
+            app_id INTEGER PRIMARY KEY REFERENCES apps(id) ON DELETE CASCADE
+        )""",
     ],
 )
 
@@ -94,8 +98,17 @@ class RouteStore:
         )
         return [r["address"] for r in rows]
 
-    def set_upstreams(self, app: App, upstreams: list[str]) -> None:
+    def held(self, app: App) -> bool:
+        """Routed with no container (published with none): answers 502."""
+        return self.state.query_one(
+            "SELECT 1 FROM proxy_held WHERE app_id = ?", (app.id,)
+        ) is not None
+
+    def set_upstreams(self, app: App, upstreams: list[str], held: bool = False) -> None:
         with self.state.transaction() as conn:
+            conn.execute("DELETE FROM proxy_held WHERE app_id = ?", (app.id,))
+            if held and not upstreams:
+                conn.execute("INSERT INTO proxy_held (app_id) VALUES (?)", (app.id,))
             conn.execute("DELETE FROM proxy_upstreams WHERE app_id = ?", (app.id,))
             conn.executemany(
                 "INSERT OR IGNORE INTO proxy_upstreams (app_id, address, position) "
@@ -118,6 +131,10 @@ class RouteStore:
             self_signed=bool(row["self_signed"]),
         )
 
+    def any_cert(self) -> bool:
+        """Does any app have a certificate (then nginx listens for HTTPS)?"""
+        return self.state.query_one("SELECT 1 FROM proxy_certs LIMIT 1") is not None
+
     def set_cert(self, app: App, info: CertInfo | None) -> None:
         with self.state.transaction() as conn:
             conn.execute("DELETE FROM proxy_certs WHERE app_id = ?", (app.id,))
@@ -133,5 +150,5 @@ class RouteStore:
 
     def forget(self, app: App) -> None:
         with self.state.transaction() as conn:
-            for table in ("proxy_domains", "proxy_upstreams", "proxy_certs"):
+            for table in ("proxy_domains", "proxy_upstreams", "proxy_certs", "proxy_held"):
                 conn.execute(f"DELETE FROM {table} WHERE app_id = ?", (app.id,))  # noqa: S608

@@ -11,12 +11,16 @@ import re
 from pathlib import Path
 
 from dockyard.errors import UsageError
+from dockyard.names import is_whole_number
 
 MAX_DOMAIN_LENGTH = 253
 LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 # nginx's size syntax: a number with an optional k/m/g unit; 0 disables the limit.
 BODY_SIZE_RE = re.compile(r"^[0-9]{1,9}[kKmMgG]?$")
 CONF_DIR_RE = re.compile(r"^/[A-Za-z0-9._/-]{1,255}$")
+# A unix socket upstream (the swarm edge proxy's, under the data dir): an absolute path of
+# plain characters, no `..` component.
+UNIX_UPSTREAM_RE = re.compile(r"^unix:(/[A-Za-z0-9._/-]{1,200})$")
 
 
 def check_domain(domain: str, allow_wildcard: bool = True) -> str:
@@ -58,9 +62,15 @@ def _domain_problem(value: str, allow_wildcard: bool) -> str | None:
 
 
 def check_upstream(address: str) -> str:
-    """`host:port` of a live container: an IP address or host name, and a port."""
+    """`host:port` of a live container: an IP address or host name, and a port; or
+    `unix:/path` of a socket that forwards to them."""
+    unix = UNIX_UPSTREAM_RE.fullmatch(address)
+    if unix is not None:
+        if ".." in Path(unix.group(1)).parts:
+            raise UsageError(f"Invalid upstream {address!r}: no '..' in a socket path")
+        return address
     host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not is_whole_number(port, 5) or not 0 < int(port) < 65536:
         raise UsageError(f"Invalid upstream {address!r}: expected HOST:PORT")
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
@@ -100,7 +110,7 @@ def check_bool(key: str, value: str) -> str:
 
 def check_int(key: str, value: str, low: int, high: int) -> int:
     """A decimal integer within [low, high]; nothing else (no sign, no spaces, no 1e3)."""
-    digits = value.isascii() and value.isdigit() and len(value) <= 12
+    digits = is_whole_number(value)
     if not digits or not low <= int(value) <= high:
         raise UsageError(f"Invalid {key} {value!r}: use a whole number from {low} to {high}")
     return int(value)

@@ -29,8 +29,10 @@ die() { echo " !     $*" >&2; exit 1; }
 # python3-venv: Debian's python3 has no ensurepip without it. systemd: the tests verify
 # the unit with systemd-analyze. wrk: the proxy benchmark's load generator. pebble (with
 # pebble-challtestsrv): Let's Encrypt's test ACME server, for the letsencrypt tests.
+# docker-registry: the registry Dockyard runs for swarm nodes (and the swarm tests).
 PACKAGES=(docker.io nginx git openssh-client openssh-server busybox-static
-          debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk pebble)
+          debootstrap ca-certificates iptables python3 python3-venv curl systemd wrk pebble
+          docker-registry)
 OPTIONAL_PACKAGES=(sqlite3)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
@@ -56,6 +58,8 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#optional_missing[@]} -gt 0 ]; then
     fi
     nginx_was_installed=""
     installed nginx && nginx_was_installed=1
+    registry_was_installed=""
+    installed docker-registry && registry_was_installed=1
     restore_policy() { if [ -n "$policy_added" ]; then rm -f /usr/sbin/policy-rc.d; fi; }
     trap restore_policy EXIT
 
@@ -74,6 +78,10 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#optional_missing[@]} -gt 0 ]; then
     # boot; undo that, but only for an nginx we just installed.
     if [ -z "$nginx_was_installed" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
         systemctl disable nginx >/dev/null 2>&1 || true
+    fi
+    # Likewise the package's own registry service (htpasswd on :5000): Dockyard runs its own.
+    if [ -z "$registry_was_installed" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
     fi
 else
     say "System packages present"
@@ -115,17 +123,22 @@ fi
 # Put `dockyard` on PATH; a file there that is not ours is left alone (with a warning).
 "$ROOT/scripts/link-cli.sh" "$VENV/bin/dockyard"
 
-# --------------------------------------------------------------- images ---
 phase_done venv
+# --------------------------------------------------------------- images ---
 say "Base images"
 "$ROOT/scripts/build-base-images.sh"
 
-# Stand-ins for the official postgres/redis/mysql images (nothing can be pulled here).
 phase_done "base images"
+# Stand-ins for the official postgres/redis/mysql images (nothing can be pulled here).
 say "Service images"
 "$ROOT/scripts/build-service-images.sh"
 
 phase_done "service images"
+# The Swarm edge proxy's stand-in, and the Docker-in-Docker node the swarm tests cluster.
+say "Swarm images"
+"$ROOT/scripts/build-swarm-images.sh"
+
+phase_done "swarm images"
 timings=$(printf '%s, ' "${TIMINGS[@]}")
 say "Setup done in $((SECONDS - SETUP_STARTED))s (${timings%, })"
 next_steps() {

@@ -19,13 +19,10 @@ network through the network provider registered in services/__init__.py.
 
 from __future__ import annotations
 
-import fcntl
 import functools
 import ipaddress
-import os
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,8 +35,8 @@ from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import Conflict, DockyardError, UsageError
 from dockyard.images import has_image
-from dockyard.locks import AppBusy
-from dockyard.names import check_config_key
+from dockyard.locks import file_lock
+from dockyard.names import check_config_key, is_whole_number
 from dockyard.properties import GROUPS, Level, Property, PropertyGroup
 from dockyard.property_commands import register_property_commands
 from dockyard.registry import CommandParser, command
@@ -105,25 +102,9 @@ def service_lock(
 ) -> Iterator[None]:
     """An flock per service, like the per-app ones: across processes, released on death."""
     check_service_name(name)
-    folder = services.settings.locks_dir / "services"
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(folder / f"{kind.name}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise AppBusy(f"{kind.title} service {name} is busy; try again later") from None
-                time.sleep(0.05)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    path = services.settings.locks_dir / "services" / f"{kind.name}.{name}.lock"
+    with file_lock(path, timeout, f"{kind.title} service {name} is busy; try again later"):
+        yield
 
 
 def store_of(ctx: Context) -> ServiceStore:
@@ -443,7 +424,7 @@ def logs(ctx: Context, kind: Kind, argv: list[str]) -> None:
     parser = _parser(kind, "logs")
     parser.add_argument("service", metavar="NAME")
     parser.add_argument("-t", "--tail", action="store_true")
-    parser.add_argument("-n", "--num", type=int, default=100)
+    parser.add_line_count(default=100)
     args = parser.parse_args(argv)
     svc = owned(ctx, kind, args.service, "see its logs")
     found = Runtime(ctx.services, kind).container(svc)
@@ -520,7 +501,7 @@ def _parse_expose(value: str | None) -> str:
         ipaddress.ip_address(address)
     except ValueError:
         raise UsageError(f"Invalid address {address!r}: expected an IP address") from None
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not is_whole_number(port, 5) or not 1 <= int(port) <= 65535:
         raise UsageError(f"Invalid port {port!r}: expected 1-65535")
     return f"{address}:{int(port)}"
 

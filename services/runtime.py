@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import struct
 import threading
 import time
 from pathlib import Path
@@ -30,7 +29,9 @@ import docker.errors
 from docker.models.containers import Container
 
 from deployer.containers import LABEL_HOME, client
+from deployer.networks import ensure_network, remove_network
 from dockyard import images
+from dockyard.attach import CHUNK, copy_raw, demux
 from dockyard.errors import DockyardError
 from dockyard.output import Output
 from services.base import Kind, Service
@@ -45,8 +46,6 @@ NETWORK_PREFIX = "dockyard.svc."
 READY_TIMEOUT = 120.0
 STOP_TIMEOUT = 30
 PIDS_LIMIT = 4096
-STREAM_HEADER = struct.Struct(">BxxxL")
-CHUNK = 65536
 CANCEL_POLL = 0.25
 TTY_ROWS, TTY_COLUMNS = 40, 160
 
@@ -114,47 +113,11 @@ class Runtime:
 
     # -- network ----------------------------------------------------------------------
     def ensure_network(self, svc: Service) -> str:
-        name = self.network(svc)
-        api = client().api
-        try:
-            found = api.inspect_network(name)
-        except docker.errors.NotFound:
-            found = None
-        if found is not None:
-            if (found.get("Labels") or {}).get(LABEL_HOME) == self.home:
-                return name
-            if found.get("Containers"):
-                raise ServiceError(
-                    f"A Docker network named {name} exists, is in use and does not belong to "
-                    "this Dockyard; remove it"
-                )
-            api.remove_network(found["Id"])
-        try:
-            api.create_network(name, driver="bridge", labels=self.labels(svc), check_duplicate=True)
-        except docker.errors.APIError as exc:
-            if exc.status_code != 409:
-                raise
-        return name
+        return ensure_network(self.home, self.network(svc), self.labels(svc))
 
     def remove_network(self, svc: Service) -> None:
-        api = client().api
-        try:
-            found = api.inspect_network(self.network(svc))
-        except docker.errors.NotFound:
-            return
-        if (found.get("Labels") or {}).get(LABEL_HOME) != self.home:
-            return
-        for container_id in found.get("Containers") or {}:
-            try:  # app containers linked with --no-restart and not redeployed since
-                api.disconnect_container_from_network(container_id, found["Id"], force=True)
-            except docker.errors.APIError:
-                pass
-        try:
-            api.remove_network(found["Id"])
-        except docker.errors.NotFound:
-            pass
+        remove_network(self.home, self.network(svc))
 
-    # -- container --------------------------------------------------------------------
     def container(self, svc: Service) -> Container | None:
         try:
             found = client().containers.get(self.container_name(svc))
@@ -355,9 +318,9 @@ class Runtime:
             ).start()
         try:
             if tty:
-                _copy_raw(sock, stdout)
+                copy_raw(sock, stdout)
             else:
-                _demux(sock, stdout, stderr)
+                demux(sock, stdout, stderr)
         finally:
             finished.set()
             try:
@@ -449,37 +412,3 @@ def _close_on_cancel(
             except OSError:
                 pass
             return
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            break
-        data += chunk
-    return bytes(data)
-
-
-def _demux(sock: socket.socket, stdout: BinaryIO, stderr: BinaryIO) -> None:
-    """Docker's multiplexed stream: 8-byte frame headers, stdout and stderr apart."""
-    while True:
-        header = _recv_exact(sock, STREAM_HEADER.size)
-        if len(header) < STREAM_HEADER.size:
-            return
-        stream, length = STREAM_HEADER.unpack(header)
-        target = stderr if stream == 2 else stdout
-        while length:
-            chunk = sock.recv(min(length, CHUNK))
-            if not chunk:
-                return
-            target.write(chunk)
-            length -= len(chunk)
-
-
-def _copy_raw(sock: socket.socket, stdout: BinaryIO) -> None:
-    while True:
-        chunk = sock.recv(CHUNK)
-        if not chunk:
-            return
-        stdout.write(chunk)

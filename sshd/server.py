@@ -57,6 +57,8 @@ class FrontDoorLimits:
     refusal_window: float = 60.0  # seconds a refused key counts against its source address
     refusals_before_delay: int = 10  # refusals per address in the window before delays begin
     max_refusal_delay: float = 2.0  # seconds; the delay doubles per refusal up to this
+    max_connections_per_key: int = 32  # logged-in connections of one non-admin key
+    admin_connection_reserve: int = 32  # connections non-admin keys can never take
     # Commands running at once: each holds a worker thread while it runs or waits on stdin.
     max_sessions_per_connection: int = 10
     max_sessions_per_key: int = 16  # non-admin keys, over all their connections
@@ -124,6 +126,8 @@ class ConnectionTable:
         self.limits = limits
         self.connections: set[FrontDoorConnection] = set()
         self.unauthenticated: dict[FrontDoorConnection, float] = {}
+        # Non-admin keys' logged-in connections, by key: one tenant may not fill the table.
+        self.tenants: dict[FrontDoorConnection, str] = {}
 
     def admit(self, conn: FrontDoorConnection) -> bool:
         if len(self.connections) >= self.limits.max_connections:
@@ -142,12 +146,26 @@ class ConnectionTable:
 
         return min(self.unauthenticated, key=least_progress_then_oldest)
 
-    def authenticated(self, conn: FrontDoorConnection) -> None:
+    def authenticated(self, conn: FrontDoorConnection, identity: Identity) -> str | None:
+        """Count a login; for a non-admin key, refuse it (returns why) past its own cap, or
+        when non-admin keys together would leave no room for new logins and admins."""
         self.unauthenticated.pop(conn, None)
+        if identity.is_admin:
+            return None
+        mine = sum(1 for name in self.tenants.values() if name == identity.name)
+        if mine >= self.limits.max_connections_per_key:
+            return f"Too many connections for key {identity.name}"
+        room = (self.limits.max_connections - self.limits.max_unauthenticated
+                - self.limits.admin_connection_reserve)  # fmt: skip
+        if len(self.tenants) >= room:
+            return "The server is busy; try again shortly"
+        self.tenants[conn] = identity.name
+        return None
 
     def forget(self, conn: FrontDoorConnection) -> None:
         self.connections.discard(conn)
         self.unauthenticated.pop(conn, None)
+        self.tenants.pop(conn, None)
 
 
 class RefusalTracker:
@@ -319,9 +337,13 @@ class FrontDoorConnection(asyncssh.SSHServer):
             self.drop()
             return
         identity = Identity(name=entry.name, is_admin=entry.is_admin)
+        refusal = self.table.authenticated(self, identity)
+        if refusal is not None:
+            log.warning("login refused", peer=self.peer, user=identity.name, reason=refusal)
+            self.conn.disconnect(asyncssh.DISC_TOO_MANY_CONNECTIONS, refusal)
+            return
         self.identity = identity
         self.conn.set_extra_info(**{IDENTITY_INFO: identity, POLICY_INFO: entry.policy})
-        self.table.authenticated(self)
         self.refusals.succeeded(self.address)
         log.info("login", peer=self.peer, user=identity.name, admin=identity.is_admin)
 

@@ -197,10 +197,12 @@ def remove_server_leftovers(server: DockyardServer) -> None:
 
 
 def remove_leftovers_of(data_dir: Path) -> None:
+    from proxy.dnat import Dnat
     from proxy.nginx import NginxMaster
     from proxy.render import NginxPaths
 
     NginxMaster(NginxPaths(prefix=data_dir / "nginx")).stop()
+    Dnat(str(data_dir)).remove_home()  # the kernel's forwarding rules of this home
     try:
         from deployer.containers import client, list_containers
 

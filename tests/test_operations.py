@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
+from dockyard.commands.backup import add_tree_unfollowed
 from tests.conftest import REPO_ROOT, DockyardServer, stop_server
 
 
@@ -252,3 +256,56 @@ def test_restore_on_a_fresh_machine_then_rebuild_all(
     finally:
         stop_server(reborn)
         remove_server_leftovers(reborn)
+
+
+# --- storage archived without following links --------------------------------------------
+
+
+def _archived(tree: Path) -> dict[str, tarfile.TarInfo]:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        add_tree_unfollowed(tar, tree)
+    buf.seek(0)
+    with tarfile.open(fileobj=buf) as tar:
+        return {m.name: m for m in tar.getmembers()}
+
+
+def test_storage_is_archived_with_links_as_links(tmp_path: Path) -> None:
+    tree = tmp_path / "store"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "sub" / "data.txt").write_text("mine")
+    (tree / "to-etc").symlink_to("/etc")
+    (tree / "passwd").symlink_to("/etc/passwd")
+    members = _archived(tree)
+    assert set(members) == {".", "./sub", "./sub/data.txt", "./to-etc", "./passwd"}
+    assert members["./to-etc"].issym() and members["./to-etc"].linkname == "/etc"
+    assert members["./passwd"].issym() and members["./sub/data.txt"].size == 4
+    with pytest.raises(OSError):
+        _archived(tree / "to-etc")  # the directory itself a link: refused, not followed
+
+
+def test_a_directory_swapped_for_a_link_while_archived_is_not_followed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app swaps `sub` for a link to /etc between the listing (stat: a directory) and
+    the open: the kernel refuses the open (O_NOFOLLOW) and nothing of /etc is archived."""
+    tree = tmp_path / "store"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "file").write_text("x")
+    real_stat = os.stat
+
+    def stat_then_swap(name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        result = real_stat(name, *args, **kwargs)
+        if name in ("sub", "file") and kwargs.get("dir_fd") is not None:
+            target = tree / name
+            if target.is_dir():
+                target.rmdir()
+            else:
+                target.unlink()
+            target.symlink_to("/etc" if name == "sub" else "/etc/passwd")
+        return result
+
+    monkeypatch.setattr(os, "stat", stat_then_swap)
+    members = _archived(tree)
+    monkeypatch.undo()
+    assert set(members) == {"."}, sorted(members)

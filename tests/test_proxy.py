@@ -198,6 +198,8 @@ def proxied(tmp_path: Path) -> Iterator[Services]:
         yield services
     finally:
         router.master.stop()
+        if router.dnat is not None:
+            router.dnat.remove_home()
 
 
 # ---------------------------------------------------------------- nginx, in-process

@@ -334,3 +334,48 @@ def test_submodules_are_fetched_for_the_build(
         assert get(srv, "subapp", "/greeting.txt") == (200, "hello from a submodule\n")
     finally:
         ok(srv.ssh("git:set", "--global", "submodule-private-hosts"))
+
+
+# --- app.json: checks, predeploy, postdeploy; rollback keeps the scale ------------------------
+
+
+def test_app_json_checks_and_deploy_scripts(srv: DockyardServer, tmp_path: Path) -> None:
+    app = "scripted"
+    base = {
+        "requirements.txt": "", "server.py": PY_SERVER,
+        "Procfile": "web: python3 server.py\nworker: sleep 3600\n",
+    }  # fmt: skip
+    # A declared check passes only on 2xx/3xx: a 404 is a failure that says so.
+    checked = {**base, "app.json": json.dumps(
+        {"healthchecks": {"web": [{"path": "/missing", "attempts": 20, "wait": 0.2}]}}
+    )}  # fmt: skip
+    repo = make_repo(tmp_path / app, checked)
+    refused = push(srv, repo, app)
+    assert refused.returncode != 0, refused.stderr
+    assert "answered HTTP 404 (expected 2xx or 3xx)" in refused.stderr, refused.stderr
+    assert "on port 5000" in refused.stderr
+    # predeploy's files stay in the image; a failing postdeploy does not undo the switch.
+    scripts = {"scripts": {"dokku": {
+        "predeploy": "echo made-by-predeploy > predeployed.txt",
+        "postdeploy": "echo postdeploy-ran; exit 3",
+    }}}  # fmt: skip
+    files = {**base, "app.json": json.dumps(scripts)}
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "scripts")
+    result = push(srv, repo, app)
+    ok(result)
+    assert "postdeploy-ran" in result.stderr
+    assert "v2 is deployed and serving" in result.stderr, result.stderr
+    assert get(srv, app, "/predeployed.txt") == (200, "made-by-predeploy\n")
+    # Scale the worker, roll back: the release goes back, the scale stays.
+    ok(srv.ssh("ps:scale", app, "worker=2"))
+    (repo / "server.py").write_text(PY_SERVER + "\n# v3\n")
+    git(repo, "commit", "-q", "-am", "v3")
+    ok(push(srv, repo, app))
+    ok(srv.ssh("releases:rollback", app))
+    scale = json.loads(srv.ssh("ps:scale", app, "--format", "json").stdout)
+    assert {"process_type": "worker", "quantity": 2} in scale
+    workers = [c for c in containers(None, app, srv=srv) if ".worker." in c.name]
+    assert len(workers) == 2

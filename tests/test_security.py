@@ -6,6 +6,7 @@ nothing was lost or changed. Real server, real OpenSSH client, real git, real en
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import subprocess
 import threading
@@ -244,7 +245,8 @@ def test_builds_cannot_reach_the_hosts_own_services(srv: DockyardServer, tmp_pat
 @pytest.mark.parametrize(
     "domain",
     ["victim.localhost", "future-app.localhost", "localhost", "*.example.com",
-     "shop.example.com", "*.shop.example.com"],
+     "shop.example.com", "*.shop.example.com", "login.shop.example.com",
+     "www.victim.localhost", "www.future-app.localhost", "127.0.0.1", "10.0.0.1"],
 )  # fmt: skip
 def test_no_app_takes_another_apps_hostnames(srv: DockyardServer, domain: str) -> None:
     before = Snapshot(srv)
@@ -253,10 +255,40 @@ def test_no_app_takes_another_apps_hostnames(srv: DockyardServer, domain: str) -
             as_alice(srv, command, ATTACKER_APP, domain),
             "already used by app",
             "is the address of app",
+            "is under",
             "Only an admin key",
         )
     before.assert_unchanged(srv)
     victim_serves(srv)
+
+
+def test_names_under_an_apps_own_address_are_its_own(srv: DockyardServer) -> None:
+    ok(as_alice(srv, "domains:add", ATTACKER_APP, f"www.{ATTACKER_APP}.localhost"))
+    ok(as_alice(srv, "domains:remove", ATTACKER_APP, f"www.{ATTACKER_APP}.localhost"))
+
+
+def test_one_key_cannot_fill_the_server_with_apps_or_domains(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    many = [f"d{i}.mallory.example" for i in range(101)]
+    before = Snapshot(srv)
+    refused_with(as_alice(srv, "domains:add", ATTACKER_APP, *many), "at most 100")
+    before.assert_unchanged(srv)
+    owned = json.loads(as_alice(srv, "apps:list", "--format", "json").stdout)
+    ok(srv.ssh("apps:set", "--global", "max-per-key", str(len(owned))))
+    try:
+        refused_with(as_alice(srv, "apps:create", "one-too-many"), "most one key may own")
+        repo = busybox_repo(tmp_path, "one-too-many", "x")
+        pushed = subprocess.run(
+            ["git", "-C", str(repo), "push", srv.remote("one-too-many"), "main:main"],
+            env=srv.git_env(srv.user_key), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert pushed.returncode != 0 and "most one key may own" in pushed.stderr, pushed.stderr
+        ok(srv.ssh("apps:create", "admins-are-not-counted"))
+        ok(srv.ssh("apps:destroy", "admins-are-not-counted", "--force"))
+    finally:
+        ok(srv.ssh("apps:set", "--global", "max-per-key"))
+    assert "one-too-many" not in json.loads(srv.ssh("apps:list", "--format", "json").stdout)
 
 
 def test_wildcards_over_apps_are_refused_even_for_admins(srv: DockyardServer) -> None:
@@ -381,12 +413,66 @@ def test_run_gets_the_apps_limits_and_a_fork_bomb_hits_the_pids_cap(srv: Dockyar
         ("ps:set", ATTACKER_APP, "restart-policy", "on-failure:x"),
         ("builder:set", ATTACKER_APP, "keep-releases", "0x10"),
         ("proxy:set", ATTACKER_APP, "hsts-max-age", "-5"),
+        ("resource:limit", ATTACKER_APP, "--pids", "100000"),
+        ("proxy:set", ATTACKER_APP, "client-max-body-size", "0"),
+        ("proxy:set", ATTACKER_APP, "client-max-body-size", "50g"),
+        ("ps:scale", ATTACKER_APP, "web=101"),
+        ("ps:scale", ATTACKER_APP, "web=²"),
+        ("builds:output", ATTACKER_APP, "²"),
+        ("ps:scale", ATTACKER_APP, "web=" + "9" * 40),
+        ("logs", ATTACKER_APP, "-n", "²"),
+        ("logs", ATTACKER_APP, "-n", "9" * 40),
     ],
 )
 def test_numeric_settings_are_parsed_strictly(srv: DockyardServer, words: tuple[str, ...]) -> None:
     before = Snapshot(srv)
-    refused_with(as_alice(srv, *words), "takes", "is one of", "Invalid")
+    refused_with(as_alice(srv, *words), "takes", "is one of", "Invalid", "invalid", "Only an admin")
     before.assert_unchanged(srv)
+
+
+def test_app_reports_keep_server_wide_settings_from_tenants(srv: DockyardServer) -> None:
+    ok(srv.ssh("git:set", "--global", "submodule-private-hosts", "git.internal.example"))
+    try:
+        as_admin = srv.ssh("git:report", ATTACKER_APP)
+        assert "git.internal.example" in as_admin.stdout, as_admin
+        tenant = as_alice(srv, "git:report", ATTACKER_APP, "--format", "json")
+        ok(tenant)
+        seen = tenant.stdout
+        assert "git.internal.example" not in seen and "private" not in seen.lower(), seen
+    finally:
+        ok(srv.ssh("git:set", "--global", "submodule-private-hosts"))
+
+
+def test_a_directory_nobody_made_is_not_taken_over(srv: DockyardServer) -> None:
+    stray = srv.data_dir / "storage" / "left-by-hand"
+    stray.mkdir(parents=True)
+    (stray / "secret.txt").write_text("admin's")
+    try:
+        refused_with(as_alice(srv, "storage:ensure-directory", "left-by-hand"), "only an admin")
+        refused_with(
+            as_alice(srv, "storage:mount", ATTACKER_APP, f"{stray}:/stolen"), "storage:ensure"
+        )
+        assert (stray / "secret.txt").read_text() == "admin's"
+    finally:
+        shutil.rmtree(stray)
+
+
+def test_a_dockerfile_cannot_swallow_the_owner_labels(srv: DockyardServer, tmp_path: Path) -> None:
+    """A last line ending in `\\` would join Dockyard's LABEL step to the user's own, whose
+    labels could then name another app."""
+    app = "label-forger"
+    ok(as_alice(srv, "apps:create", app))
+    dockerfile = (
+        f'FROM dockyard-base/busybox:latest\nLABEL dockyard.app="{VICTIM}" \\\n  x="y" \\\n'
+    )
+    repo = make_repo(tmp_path / app, {"Dockerfile": dockerfile})
+    result = push(srv, repo, app)
+    assert result.returncode != 0 and "ends in a continuation" in result.stderr, result.stderr
+    import docker
+
+    labelled = docker.from_env().images.list(filters={"label": f"dockyard.app={VICTIM}"})
+    assert all(f"dockyard/{VICTIM}:" in " ".join(i.tags) for i in labelled if i.tags)
+    ok(as_alice(srv, "apps:destroy", app, "--force"))
 
 
 # --- 9. images: labelled, and destroy removes them ---------------------------------------
@@ -407,3 +493,73 @@ def test_images_carry_their_home_and_app_and_go_with_the_app(
     ok(srv.ssh("apps:destroy", app, "--force"))
     assert client.images.list(filters={"label": [f"dockyard.app={app}"]}) == []
     victim_serves(srv)
+
+
+# --- 7. memory: a small push cannot stand for a huge object ------------------------------
+
+
+def high_water_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+def test_a_compressed_giant_is_refused_before_it_is_inflated(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    repo = make_repo(tmp_path / "bomb", {"README": "small\n"})
+    with open(repo / "zeros.bin", "wb") as f:
+        f.truncate(300 * 1024 * 1024)  # 300 MB of zeros: a few hundred KB once compressed
+    from tests.deploying import git
+
+    git(repo, "add", "zeros.bin")
+    git(repo, "commit", "-q", "-m", "bomb")
+    ok(srv.ssh("git:set", "--global", "max-object-size", "20M"))
+    try:
+        before = high_water_kb(srv.process.pid)
+        result = subprocess.run(
+            ["git", "-C", str(repo), "push", srv.remote(ATTACKER_APP), "HEAD:refs/heads/other"],
+            env=srv.git_env(srv.user_key), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert result.returncode != 0
+        assert "larger than the maximum object size" in result.stderr, result.stderr
+        assert high_water_kb(srv.process.pid) - before < 60 * 1024  # never near 300 MB
+    finally:
+        ok(srv.ssh("git:set", "--global", "max-object-size"))
+
+
+def test_a_delta_that_claims_a_huge_result_is_refused() -> None:
+    import dulwich.pack
+
+    from gitrecv.objectsize import ObjectTooLarge, object_size_limit
+
+    # base size 1, result size 2**40: a few bytes standing for a terabyte.
+    delta = bytes([0x01]) + bytes([0x80, 0x80, 0x80, 0x80, 0x80, 0x20]) + b"\x91\x00\x01"
+    with object_size_limit(1024), pytest.raises(ObjectTooLarge):
+        dulwich.pack.apply_delta(b"x", delta)
+
+
+def test_logged_in_connections_of_one_key_are_capped(srv: DockyardServer) -> None:
+    import asyncio
+
+    async def flood() -> tuple[int, int]:
+        kept, refused = [], 0
+        for _ in range(40):
+            try:
+                conn = await asyncssh.connect(
+                    "127.0.0.1", srv.port, username="alice", client_keys=[str(srv.user_key)],
+                    known_hosts=None,
+                )  # fmt: skip
+                await conn.run("version", check=True)
+                kept.append(conn)
+            except (asyncssh.Error, OSError):
+                refused += 1
+        admin = await asyncio.to_thread(srv.ssh, "version")
+        assert admin.returncode == 0, admin
+        for conn in kept:
+            conn.close()
+        return len(kept), refused
+
+    kept, refused = asyncio.run(flood())
+    assert kept == 32 and refused == 8

@@ -1,6 +1,16 @@
 """The deployer's command groups, one module each: `releases*`, `ps:*`, `run`, `logs`,
-`checks:*`, `resource:*`. Those that redeploy hold the app's lock around their work.
+`checks:*`, `resource:*`, and the cluster's `swarm:*`, `nodes:*`, `scheduler:*`,
+`registry:*`. Those that redeploy hold the app's lock around their work.
 (`config:*` lives beside the config store in the core and reaches the deployer through
 `dockyard.pipeline.redeploy`.)"""
 
-from deployer.commands import checks, cron, logs, ps, releases, resource, run  # noqa: F401
+from deployer.commands import (  # noqa: F401
+    checks,
+    cron,
+    logs,
+    ps,
+    releases,
+    resource,
+    run,
+    swarm,
+)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from deployer.applogs import Follower, dyno_of, recent
+from deployer.applogs import Follower, recent
 from deployer.commands.common import command
-from deployer.deploy import ReleaseDeployer
+from deployer.schedulers import scheduler_for
 from dockyard.context import Context
 from dockyard.errors import DockyardError
 from dockyard.registry import CommandParser
@@ -17,13 +17,12 @@ def logs(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("logs")
     parser.add_argument("app")
     parser.add_argument("-t", "--tail", action="store_true")
-    parser.add_argument("-n", "--num", type=int, default=DEFAULT_LOG_LINES)
+    parser.add_line_count(default=DEFAULT_LOG_LINES)
     parser.add_argument("-p", "--ps", default=None)
     parser.add_argument("-q", "--quiet", action="store_true")
     args = parser.parse_args(argv)
     app = ctx.app(args.app)
-    live = ReleaseDeployer(ctx.services, app, ctx.out).live_containers()
-    chosen = [c for (t, _), c in sorted(live.items()) if args.ps in (None, t, dyno_of(c))]
+    chosen = scheduler_for(ctx.services, app, ctx.out).log_sources(args.ps)
     if not chosen:
         raise DockyardError(
             f"App {app.name} has no running containers" + (f" of type {args.ps}" if args.ps else "")
@@ -33,5 +32,3 @@ def logs(ctx: Context, argv: list[str]) -> None:
         return
     for line in recent(chosen, max(args.num, 0)):
         ctx.out.line(line)
-
-

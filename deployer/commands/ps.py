@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import re
+
 import structlog
 
 from deployer.commands.common import command, current_or_fail, engine_errors
 from deployer.commands.common import releases as release_store
-from deployer.deploy import ReleaseDeployer
 from deployer.pipeline import deploy_source
-from deployer.releases import effective_formation
+from deployer.releases import MAX_DECLARED_QUANTITY, effective_formation
+from deployer.schedulers import scheduler_for
 from deployer.settings import PS
-from dockyard.access import Access, can_see
+from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import DockyardError, UsageError
@@ -20,6 +22,7 @@ from dockyard.property_commands import ReportRow, register_property_commands
 from dockyard.registry import CommandParser
 
 log = structlog.get_logger("dockyard.deployer")
+MAX_QUANTITY = MAX_DECLARED_QUANTITY  # per process type, as app.json's formation
 
 
 @command("ps:scale", "Set how many containers of each process type run", "APP [TYPE=N…]")
@@ -62,9 +65,7 @@ def ps_scale(ctx: Context, argv: list[str]) -> None:
         if current is None:
             store.set_formation(app, wanted)
             return
-        ReleaseDeployer(ctx.services, app, ctx.out).scale(
-            current, {**store.formation(app), **wanted}
-        )
+        scheduler_for(ctx.services, app, ctx.out).scale(current, {**store.formation(app), **wanted})
     ctx.event("ps:scale", app.name, " ".join(f"{t}={q}" for t, q in wanted.items()))
 
 
@@ -72,8 +73,16 @@ def _parse_scale(pairs: list[str]) -> dict[str, int]:
     wanted = {}
     for pair in pairs:
         process_type, sep, quantity = pair.partition("=")
-        if not sep or not PROCESS_TYPE_RE.fullmatch(process_type) or not quantity.isdigit():
-            raise UsageError(f"Invalid scale argument {pair!r}: expected TYPE=N, like web=2")
+        if (
+            not sep
+            or not PROCESS_TYPE_RE.fullmatch(process_type)
+            or not re.fullmatch(r"[0-9]{1,3}", quantity)
+            or int(quantity) > MAX_QUANTITY
+        ):
+            raise UsageError(
+                f"Invalid scale argument {pair!r}: expected TYPE=N, like web=2, with N at most "
+                f"{MAX_QUANTITY}"
+            )
         if process_type == "release":
             raise UsageError("The release process type runs once per deploy; it cannot scale")
         wanted[process_type] = int(quantity)
@@ -88,7 +97,7 @@ def ps_restart(ctx: Context, argv: list[str]) -> None:
     with ctx.services.hold(app) as app:
         release = current_or_fail(ctx, app)
         release.formation = release_store(ctx).formation(app)
-        ReleaseDeployer(ctx.services, app, ctx.out).deploy(release)
+        scheduler_for(ctx.services, app, ctx.out).deploy(release)
     ctx.event("ps:restart", app.name)
 
 
@@ -100,7 +109,7 @@ def ps_stop(ctx: Context, argv: list[str]) -> None:
     with ctx.services.hold(app) as app:
         current_or_fail(ctx, app)
         ctx.out.step(f"Stopping {app.name}")
-        count = ReleaseDeployer(ctx.services, app, ctx.out).stop()
+        count = scheduler_for(ctx.services, app, ctx.out).stop()
         ctx.out.detail(f"Stopped {count} container(s)")
     ctx.event("ps:stop", app.name)
 
@@ -114,7 +123,7 @@ def ps_start(ctx: Context, argv: list[str]) -> None:
         current_or_fail(ctx, app)
         ctx.out.step(f"Starting {app.name}")
         release_store(ctx).set_running(app, True)
-        for line in ReleaseDeployer(ctx.services, app, ctx.out).reconcile():
+        for line in scheduler_for(ctx.services, app, ctx.out).reconcile():
             ctx.out.detail(line)
     ctx.event("ps:start", app.name)
 
@@ -136,13 +145,10 @@ def ps_rebuild(ctx: Context, argv: list[str]) -> int:
             raise DockyardError(f"{app.name} has no pushed code to rebuild; git push first")
         return 0
     # --all: every app this key may manage that has pushed code (after a restore, say).
-    apps = ctx.services.apps
     failed = []
-    for app in apps.all():
+    for app in ctx.visible_apps():
         if ctx.cancelled.is_set():
             break  # the server is stopping: leave the rest for a later run
-        if not can_see(ctx.identity, app.owner, apps.grants(app)):
-            continue
         try:
             if not _rebuild(ctx, app):
                 ctx.out.step(f"Skipping {app.name}: nothing pushed yet")
@@ -173,9 +179,9 @@ def _rebuild(ctx: Context, app: App) -> bool:
 
 def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[ReportRow]:
     with engine_errors("ps:report"):
-        live = ReleaseDeployer(ctx.services, app, ctx.out).live_containers()
+        live = scheduler_for(ctx.services, app, ctx.out).processes()
     current = release_store(ctx).current(app)
-    running = [c for c in live.values() if c.status == "running"]
+    running = [p for p in live if p.state == "running"]
     if not live:
         state = "false"
     elif len(running) == len(live):
@@ -189,8 +195,8 @@ def _report_rows(ctx: Context, app: App, settings: list[ReportRow]) -> list[Repo
         ("Running", state),
         *settings,
     ]
-    for (t, n), c in sorted(live.items()):
-        rows.append((f"Status {t} {n}", f"{c.status} (CID: {c.id[:12]})"))
+    for p in live:
+        rows.append((f"Status {p.process_type} {p.instance}", p.detail))
     return rows
 
 

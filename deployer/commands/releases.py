@@ -12,6 +12,7 @@ from deployer.releases import STATUS_SUCCEEDED, Release, ReleaseStore
 from dockyard.apps import App
 from dockyard.context import Context
 from dockyard.errors import DockyardError, NotFound, UsageError
+from dockyard.names import is_whole_number
 from dockyard.registry import CommandParser
 
 
@@ -82,7 +83,7 @@ def _rollback_target(
     good = [r for r in store.all(app) if r.status == STATUS_SUCCEEDED]
     if wanted:
         number = wanted[1:] if wanted.startswith("v") else wanted
-        if not number.isdigit():
+        if not is_whole_number(number):
             raise UsageError(f"Invalid release {wanted!r}: expected vN")
         target = store.get(app, int(number))
         if target is None:

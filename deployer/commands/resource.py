@@ -25,6 +25,8 @@ def resource_limit(ctx: Context, argv: list[str]) -> None:
     app = ctx.app(args.app)
     given = {name: getattr(args, name) for name in LIMITS if getattr(args, name) is not None}
     for name, value in given.items():
+        if LIMITS[name].needs_admin(value):
+            ctx.require_admin(f"set {name} to {value}")
         LIMITS[name].checked(value)  # all parsed before any is stored: all or nothing
     props = ctx.services.properties
     for name, value in given.items():

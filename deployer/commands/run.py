@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 import shlex
 
 from deployer import containers as docker_ops
 from deployer.commands.common import command, current_or_fail
-from deployer.deploy import ReleaseDeployer, home_of
-from deployer.oneoff import OneOff
+from deployer.deploy import home_of
 from deployer.releases import Release
+from deployer.schedulers import OneOffIO, scheduler_for
 from deployer.settings import ONE_OFFS
 from dockyard.apps import App
 from dockyard.context import Context
@@ -23,14 +22,10 @@ def run(ctx: Context, argv: list[str]) -> int:
     app = ctx.app(argv[0])
     release = current_or_fail(ctx, app)
     check_one_off_room(ctx, app)
-    deployer = ReleaseDeployer(ctx.services, app, ctx.out)
-    number = _free_run_number(app)
-    spec = deployer.spec(release, docker_ops.ONE_OFF_PROCESS, number)
-    one_off = OneOff(
-        spec, f"{app.name}.run.{number}", one_off_argv(release, argv[1:]), tty=ctx.interactive
-    )
+    scheduler = scheduler_for(ctx.services, app, ctx.out)
+    io = OneOffIO(ctx.stdin, ctx.stdout, ctx.stderr, ctx.interactive, ctx.cancelled)
     ctx.event("run", app.name)
-    return one_off.run(ctx.stdin, ctx.stdout, ctx.stderr, ctx.cancelled)
+    return scheduler.run_one_off(release, one_off_argv(release, argv[1:]), io)
 
 
 def check_one_off_room(ctx: Context, app: App) -> None:
@@ -52,12 +47,3 @@ def one_off_argv(release: Release, words: list[str]) -> list[str]:
         return words
     full = " ".join([command, *(shlex.quote(w) for w in words[1:])])
     return docker_ops.container_command(release.image, full) or words
-
-
-def _free_run_number(app: App) -> int:
-    """A `run.N` name no other one-off of this app holds (they may run side by side)."""
-    taken = {c.name for c in docker_ops.list_containers({"name": f"{app.name}.run."})}
-    while True:
-        number = secrets.randbelow(9000) + 1000
-        if f"{app.name}.run.{number}" not in taken:
-            return number

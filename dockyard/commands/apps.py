@@ -6,12 +6,13 @@ import time
 from contextlib import ExitStack
 
 from dockyard import prompt
-from dockyard.access import Access, can_see
+from dockyard.access import Access
+from dockyard.apps import App
 from dockyard.context import Context
-from dockyard.errors import Conflict, DockyardError, UsageError
+from dockyard.errors import AccessDenied, Conflict, DockyardError, UsageError
 from dockyard.locks import app_lock
 from dockyard.names import check_app_name
-from dockyard.properties import BOOLEAN, Level, PropertyGroup
+from dockyard.properties import BOOLEAN, Level, PropertyGroup, whole_number
 from dockyard.property_commands import register_property_commands
 from dockyard.registry import CommandParser, command
 
@@ -19,6 +20,10 @@ APPS = PropertyGroup("apps")
 DISABLE_AUTOCREATION = APPS.declare(
     "disable-autocreation", BOOLEAN, lambda v: v == "true", default="false",
     levels=Level.GLOBAL, help="refuse pushes to apps that do not exist yet",
+)  # fmt: skip
+MAX_PER_KEY = APPS.declare(
+    "max-per-key", whole_number(1, 100_000), int, default="100", levels=Level.GLOBAL,
+    help="how many apps one non-admin key may own (admins are not counted)",
 )  # fmt: skip
 # apps:report is the app's own (owner, grants); the setting shows in `apps:set`'s echo.
 register_property_commands(APPS, with_report=False)
@@ -31,8 +36,23 @@ def create(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     name = check_app_name(args.app)
     ctx.out.step(f"Creating {name}...")
-    ctx.services.create_app(name, owner=ctx.identity.name)
+    create_owned_app(ctx, name)
     ctx.event("apps:create", name)
+
+
+def create_owned_app(ctx: Context, name: str) -> App:
+    """Create an app owned by the calling key: a non-admin key up to `apps.max-per-key`, so
+    one tenant cannot fill the server with names (and the state, nginx and disk with them)."""
+    services = ctx.services
+    if not ctx.identity.is_admin:
+        cap = MAX_PER_KEY.get(services.properties, None)
+        owned = sum(1 for a in services.apps.all() if a.owner == ctx.identity.name)
+        if owned >= cap:
+            raise AccessDenied(
+                f"Key {ctx.identity.name} owns {owned} apps, the most one key may own here "
+                "(apps:set --global max-per-key, for an admin); destroy one first"
+            )
+    return services.create_app(name, owner=ctx.identity.name)
 
 
 @command("apps:list", "List the apps you can manage", "[--format json]", access=Access.ANYONE)
@@ -40,8 +60,7 @@ def list_(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:list")
     parser.add_format()
     args = parser.parse_args(argv)
-    apps = ctx.services.apps
-    names = [a.name for a in apps.all() if can_see(ctx.identity, a.owner, apps.grants(a))]
+    names = [a.name for a in ctx.visible_apps()]
     if args.format == "json":
         ctx.out.json(names)
         return

@@ -16,11 +16,13 @@ part can recreate what its rows describe.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import shutil
 import sqlite3
+import stat
 import tarfile
 import tempfile
 import time
@@ -128,8 +130,80 @@ def _check_member(member: tarfile.TarInfo) -> None:
         raise DockyardError(f"Refusing archive: unexpected entry {member.name!r}")
 
 
+class _Padded:
+    """A file read as exactly `size` bytes: a file an app shrinks while it is archived is
+    padded with zeros instead of breaking the archive (tarfile reads exactly the size)."""
+
+    def __init__(self, f: io.BufferedReader, size: int) -> None:
+        self.f, self.left = f, size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.left if n < 0 else min(n, self.left)
+        data = self.f.read(n)
+        data += b"\0" * (n - len(data))
+        self.left -= n
+        return data
+
+
+def add_tree_unfollowed(tar: tarfile.TarFile, path: Path, arcname: str = ".") -> None:
+    """Archive the directory `path` as `arcname`, following no symbolic link at any depth.
+
+    The tree may be written by a running app while it is read (a storage mount): every
+    entry is opened relative to its parent's descriptor with O_NOFOLLOW, so a directory
+    swapped for a link to `/` between listing and opening is refused by the kernel, not
+    archived. Files, directories and symbolic links (as links) only."""
+    root_fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        _add_dir(tar, root_fd, arcname)
+    finally:
+        os.close(root_fd)
+
+
+def _tar_info(name: str, st: os.stat_result, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
+    return info
+
+
+def _add_dir(tar: tarfile.TarFile, dir_fd: int, arcname: str) -> None:
+    tar.addfile(_tar_info(arcname, os.fstat(dir_fd), tarfile.DIRTYPE))
+    for entry in sorted(os.listdir(dir_fd)):
+        member = f"{arcname}/{entry}"
+        try:
+            st = os.stat(entry, dir_fd=dir_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                info = _tar_info(member, st, tarfile.SYMTYPE)
+                info.linkname = os.readlink(entry, dir_fd=dir_fd)
+                tar.addfile(info)
+            elif stat.S_ISDIR(st.st_mode):
+                fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                try:
+                    _add_dir(tar, fd, member)
+                finally:
+                    os.close(fd)
+            elif stat.S_ISREG(st.st_mode):
+                flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+                with os.fdopen(os.open(entry, flags, dir_fd=dir_fd), "rb") as f:
+                    st = os.fstat(f.fileno())
+                    if not stat.S_ISREG(st.st_mode):
+                        continue  # swapped for a fifo or device after the listing
+                    info = _tar_info(member, st, tarfile.REGTYPE)
+                    info.size = st.st_size
+                    tar.addfile(info, _Padded(f, st.st_size))
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # removed (or swapped) while archived: it is not in this backup
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            # ELOOP: swapped for a symbolic link after the listing; never followed.
+
+
 def extract_checked(
-    tar: tarfile.TarFile, dest: Path, members: list[tarfile.TarInfo] | None = None,
+    tar: tarfile.TarFile,
+    dest: Path,
+    members: list[tarfile.TarInfo] | None = None,
     links: bool = False,
 ) -> None:
     """Extract into `dest`, never writing outside it, on every Python this runs on (Debian

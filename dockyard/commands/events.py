@@ -36,7 +36,7 @@ async def _prune_events(services: Services) -> None:
          access=Access.ADMIN)  # fmt: skip
 def events(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("events")
-    parser.add_argument("-n", "--num", type=int, default=50)
+    parser.add_line_count(default=50, most=10_000)
     parser.add_argument("app", nargs="?")
     parser.add_format()
     args = parser.parse_args(argv)
