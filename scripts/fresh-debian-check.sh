@@ -184,6 +184,10 @@ while [ "$(now)" -lt "$deadline" ]; do
     if in_box 'test -e /var/log/readme-command-1.rc' 2>/dev/null; then
         break
     fi
+    if [ "$(docker inspect -f '{{.State.Running}}' "$NAME" 2>/dev/null)" != true ]; then
+        warn "the container stopped (was this host's Docker engine restarted?)"
+        break
+    fi
     sleep 2
 done
 docker cp "$NAME:/var/log/readme-command-1.log" "$LOG_DIR/3-command-1.log" >/dev/null 2>&1 || true
