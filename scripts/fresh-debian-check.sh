@@ -194,7 +194,8 @@ docker cp "$NAME:/var/log/readme-command-1.log" "$LOG_DIR/3-command-1.log" >/dev
 setup_line=$(grep -m1 -E '^-----> Setup done' "$LOG_DIR/3-command-1.log" || true)
 if [ -n "$serving" ]; then
     record "command 1: setup, then dockyard serve answers on :2222" "$(took "$t")" "ok"
-    grep -E '^       [0-9]\.|^-----> (Linked|Installing|Building|Setup done)' "$LOG_DIR/3-command-1.log" | sed 's/^/       | /' | head -20 || true
+    grep -E '^-----> (Linked|Installing|Building)' "$LOG_DIR/3-command-1.log" | sed 's/^/       | /' | head -40 || true
+    [ -z "$setup_line" ] || echo "       | $setup_line"
 else
     tail -n 40 "$LOG_DIR/3-command-1.log" >&2
     record "command 1: setup, then dockyard serve" "$(took "$t")" "FAILED${setup_line:+ (after setup)}"
