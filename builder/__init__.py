@@ -5,13 +5,15 @@ The deployer calls only what is exported here.
 
 from __future__ import annotations
 
-# commands registers builds:* and builder:*; housekeeping its start and stop hooks.
-from builder import commands, housekeeping  # noqa: F401
+# commands registers builds:* and builder:*; housekeeping its start and stop hooks; checks
+# its doctor check.
+from builder import checks, commands, housekeeping  # noqa: F401
 from builder.build import BuiltImage, image_repo
 from builder.build import build_image as _build_image
 from builder.build import prune_images as _prune_images
 from builder.build import remove_app_images as _remove_app_images
 from builder.errors import BuildFailed
+from builder.images import KindImage, base_images, registry_problem
 from builder.manifest import parse_app_json, parse_procfile
 from builder.properties import KEEP_RELEASES
 from dockyard.apps import App
@@ -22,12 +24,15 @@ from dockyard.services import Services
 __all__ = [
     "BuildFailed",
     "BuiltImage",
+    "KindImage",
+    "base_images",
     "build_image",
     "image_repo",
     "keep_releases",
     "parse_app_json",
     "parse_procfile",
     "prune_images",
+    "registry_problem",
     "remove_images",
 ]
 

@@ -57,12 +57,14 @@ async def _serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await lifecycle.run_start_hooks(services)
     server = await start_server(services)
+    await asyncio.to_thread(lifecycle.record_server, services)
     log.info("dockyard serving", data_dir=str(settings.data_dir))
     await stop.wait()
     log.info("stopping")
     server.close()
     await server.wait_closed()
     await lifecycle.run_stop_hooks(services)
+    await asyncio.to_thread(lifecycle.forget_server, services)
     log.info("stopped")
 
 

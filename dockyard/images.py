@@ -61,6 +61,25 @@ def pull(ref: str, line: Callable[[str], None]) -> None:
         raise PullFailed("the engine reported no image")
 
 
+def registry_problem(ref: str, timeout: float = 10.0) -> str | None:
+    """Could the engine pull `ref` now? Asks the engine for the image's manifest from its
+    registry (its own mirrors, proxy and credentials apply; no layer is downloaded). None
+    when the registry answered, else the reason."""
+    client = docker.APIClient(
+        base_url=os.environ.get("DOCKER_HOST", DEFAULT_DOCKER_HOST), version="auto",
+        timeout=timeout,
+    )  # fmt: skip
+    try:
+        client.inspect_distribution(ref)
+    except docker.errors.APIError as exc:
+        return str(exc.explanation or exc).strip()
+    except Exception as exc:  # a timeout, a refused socket: the SDK raises several types
+        return str(exc).strip() or type(exc).__name__
+    finally:
+        client.close()
+    return None
+
+
 def split_tag(ref: str) -> tuple[str, str | None]:
     """`name:tag` → (name, tag); a digest reference pulls as it is; no tag means latest."""
     if "@" in ref:

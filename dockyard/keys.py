@@ -207,6 +207,25 @@ def parse_public_key(text: str) -> asyncssh.SSHKey:
         raise UsageError("Invalid ssh public key") from None
 
 
+def public_keys(text: str) -> list[str]:
+    """The public keys of a `.pub` or `authorized_keys` text, options stripped ("type base64
+    [comment]" each); certificate authorities and lines that are not keys are skipped."""
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        options, keytext = _split_options(line)
+        if "cert-authority" in options or not keytext:
+            continue
+        try:
+            parse_public_key(keytext)
+        except UsageError:
+            continue
+        found.append(keytext)
+    return found
+
+
 def key_text(key: asyncssh.SSHKey) -> str:
     """`type base64`, without any comment the key came with."""
     algorithm = key.get_algorithm()

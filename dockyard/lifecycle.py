@@ -4,11 +4,16 @@ The proxy starts or adopts nginx, the deployer reconciles containers; the core o
 them in registration order at start and in reverse order at stop. Work that lasts as long
 as the server (watchdogs, housekeeping) is registered with `in_background`: started after
 every start hook, cancelled before the stop hooks.
+
+The serving process records its pid in state (`server.pid`) once its hooks have run, and
+removes it when it stops, so a local command (`init`, `doctor`) can tell whether a server
+runs for this data dir; a pid left by a killed server is recognised as stale.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -24,6 +29,8 @@ _background: list[Hook] = []
 _running: list[asyncio.Task[None]] = []
 
 log = structlog.get_logger("dockyard.lifecycle")
+
+SERVER_PID = "server.pid"
 
 
 def on_start(hook: Hook) -> Hook:
@@ -76,3 +83,25 @@ async def run_stop_hooks(services: Services) -> None:
     _running.clear()
     for hook in reversed(_stop):
         await hook(services)
+
+
+def record_server(services: Services) -> None:
+    services.properties.set(None, SERVER_PID, str(os.getpid()))
+
+
+def forget_server(services: Services) -> None:
+    if services.properties.get(None, SERVER_PID) == str(os.getpid()):
+        services.properties.set(None, SERVER_PID, None)
+
+
+def running_server(services: Services) -> int | None:
+    """The pid of the `dockyard serve` running for this data dir, or None."""
+    stored = services.properties.get(None, SERVER_PID) or ""
+    if not stored.isdigit():
+        return None
+    try:
+        with open(f"/proc/{stored}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        return None
+    return int(stored) if b"serve" in argv and any(b"dockyard" in a for a in argv) else None

@@ -10,7 +10,7 @@ Dockyard's own sites (the dashboard) are added with `register_site` (proxy/sites
 from __future__ import annotations
 
 from dockyard.services import Services
-from proxy import commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
+from proxy import checks, commands, hooks, letsencrypt_commands  # noqa: F401  (registration)
 from proxy.router import Router
 from proxy.sites import register_site
 from proxy.validate import check_upstream

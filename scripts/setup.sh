@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepare a Debian 12 machine (as root, no stdin needed) to run and test Dockyard:
 # system packages, a running Docker engine, the .venv with Dockyard installed
-# editable, and the local base images. Safe to run again: each step does only
-# what is missing.
+# editable (built from Debian's /usr/bin/python3), `dockyard` on PATH
+# (/usr/local/bin/dockyard, scripts/link-cli.sh), and the local base images. Ends
+# with the next three steps. Safe to run again: each step does only what is missing.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,6 +16,11 @@ VENV=${DOCKYARD_VENV:-$ROOT/.venv}
 
 say() { echo "-----> $*"; }
 info() { echo "       $*"; }
+# How long each part took, reported at the end (where the first run's minutes go).
+SETUP_STARTED=$SECONDS
+PHASE_STARTED=$SECONDS
+TIMINGS=()
+phase_done() { TIMINGS+=("$1 $((SECONDS - PHASE_STARTED))s"); PHASE_STARTED=$SECONDS; }
 die() { echo " !     $*" >&2; exit 1; }
 
 [ "$(id -u)" -eq 0 ] || die "run as root (it installs packages and starts dockerd)"
@@ -89,10 +95,12 @@ if pgrep -x nginx >/dev/null 2>&1; then
 fi
 
 # ------------------------------------------------------------- docker ---
+phase_done packages
 say "Docker engine"
 "$ROOT/scripts/start-dockerd.sh"
 info "$(docker version -f 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null || true)"
 
+phase_done engine
 # ----------------------------------------------------------------- venv ---
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     say "Creating virtualenv $VENV ($("$PYTHON" --version 2>&1))"
@@ -114,16 +122,39 @@ else
     say "Python environment up to date"
 fi
 
+# Put `dockyard` on PATH; a file there that is not ours is left alone (with a warning).
+"$ROOT/scripts/link-cli.sh" "$VENV/bin/dockyard"
+
+phase_done venv
 # --------------------------------------------------------------- images ---
 say "Base images"
 "$ROOT/scripts/build-base-images.sh"
 
+phase_done "base images"
 # Stand-ins for the official postgres/redis/mysql images (nothing can be pulled here).
 say "Service images"
 "$ROOT/scripts/build-service-images.sh"
 
+phase_done "service images"
 # The Swarm edge proxy's stand-in, and the Docker-in-Docker node the swarm tests cluster.
 say "Swarm images"
 "$ROOT/scripts/build-swarm-images.sh"
 
-say "Setup done"
+phase_done "swarm images"
+timings=$(printf '%s, ' "${TIMINGS[@]}")
+say "Setup done in $((SECONDS - SETUP_STARTED))s (${timings%, })"
+next_steps() {
+    local here
+    here=$(hostname -I 2>/dev/null | cut -d' ' -f1)
+    here=${here:-THIS-SERVER}
+    cat <<STEPS
+       Next (dockyard serve runs the server; README.md has the whole quick start):
+       1. Add your key:  dockyard init
+                         (your ~/.ssh/authorized_keys becomes the admin; or --key FILE.pub)
+       2. Set a domain:  dockyard init --domain apps.example.com
+                         (with DNS *.apps.example.com -> $here; or --domain $here.sslip.io)
+       3. Push an app:   git push ssh://dockyard@$here:2222/hello main
+                         (from your machine, in an app such as examples/python)
+STEPS
+}
+next_steps

@@ -31,6 +31,7 @@ from dockyard.bridge import MAX_WORKERS, run_blocking
 from dockyard.keys import KeyEntry
 from dockyard.output import ERROR
 from dockyard.services import Services
+from sshd.checks import record_listen
 from sshd.hostkeys import load_or_create_host_keys
 from sshd.session import handle_process
 from sshd.tcp import acknowledge_promptly
@@ -401,5 +402,7 @@ async def start_server(
         # Public keys only: no GSSAPI, even if the gssapi module is installed one day.
         gss_host=None,
     )
+    # What a local `doctor` checks: the address this server really listens on.
+    await run_blocking(record_listen, services, (host, port))
     log.info("ssh listening", host=host, port=port)
     return acceptor

@@ -132,8 +132,12 @@ def _wait_https(url: str, cafile: Path, procs: list[subprocess.Popen], workdir: 
     raise RuntimeError(f"pebble did not answer at {url}")
 
 
-def start_pebble(workdir: Path, http_port: int | None = None) -> Pebble:
-    """Start challtestsrv and pebble; raise PebbleMissing when the package is not installed."""
+def start_pebble(
+    workdir: Path, http_port: int | None = None, dns_address: str | None = None
+) -> Pebble:
+    """Start challtestsrv and pebble; raise PebbleMissing when the package is not installed.
+    `dns_address` (HOST:PORT) is where challtestsrv answers DNS, a free loopback port unless
+    given (a resolv.conf can only name port 53)."""
     binaries = {name: shutil.which(name) for name in ("pebble", "pebble-challtestsrv")}
     missing = [name for name, path in binaries.items() if path is None]
     if missing:
@@ -171,7 +175,7 @@ def start_pebble(workdir: Path, http_port: int | None = None) -> Pebble:
     try:
         with open(workdir / "challtestsrv.log", "wb") as log:
             pebble.processes.append(subprocess.Popen(
-                [binaries["pebble-challtestsrv"], "-dns01", f"127.0.0.1:{dns}",
+                [binaries["pebble-challtestsrv"], "-dns01", dns_address or f"127.0.0.1:{dns}",
                  "-http01", "", "-https01", "", "-tlsalpn01", "",
                  "-management", f"127.0.0.1:{dns_management}",
                  # IPv4 only: nginx listens on 127.0.0.1, and an AAAA answer of ::1 would
@@ -182,7 +186,7 @@ def start_pebble(workdir: Path, http_port: int | None = None) -> Pebble:
         with open(workdir / "pebble.log", "wb") as log:
             pebble.processes.append(subprocess.Popen(
                 [binaries["pebble"], "-config", str(workdir / "pebble.json"),
-                 "-dnsserver", f"127.0.0.1:{dns}"],
+                 "-dnsserver", dns_address or f"127.0.0.1:{dns}"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             ))  # fmt: skip
         _wait_https(pebble.directory_url, api_crt, pebble.processes, workdir)

@@ -102,18 +102,62 @@ def test_app_lifecycle_create_list_report_rename_destroy(shared_server: Dockyard
     names = app_names(srv)
     assert "lifecycle2" in names and "lifecycle" not in names
 
+    # No stdin: refused at once (not left waiting), saying what would be lost and how.
+    started = time.monotonic()
     refused = srv.ssh("apps:destroy", "lifecycle2")
+    assert time.monotonic() - started < 20
     assert refused.returncode != 0
     assert refused.stderr.startswith(ERROR)
-    for lost in ("git repository", "containers", "config vars", "release history", "--force"):
+    for lost in ("git repository", "containers", "config vars", "release history", "--force",
+                 'To proceed, type "lifecycle2"', "No confirmation: stdin is empty"):  # fmt: skip
         assert lost in refused.stderr
+    # Linked services are unlinked by a destroy (services/), never destroyed with the app.
+    assert "add-on" not in refused.stderr
+    assert "unlinked, not destroyed" in refused.stderr
+    assert "lifecycle2" in app_names(srv)
+    wrong = srv.ssh("apps:destroy", "lifecycle2", input="lifecycle\n")
+    assert wrong.returncode != 0 and "Confirmation did not match lifecycle2" in wrong.stderr
     assert "lifecycle2" in app_names(srv)
 
-    destroyed = srv.ssh("apps:destroy", "lifecycle2", "--force")
+    destroyed = srv.ssh("apps:destroy", "lifecycle2", input="lifecycle2\n")
     assert destroyed.returncode == 0, destroyed.stderr
-    assert "-----> Destroying lifecycle2" in destroyed.stdout
+    assert destroyed.stdout == (
+        "-----> Destroying lifecycle2 (linked services are unlinked, not destroyed)\n"
+    )
     assert "lifecycle2" not in app_names(srv)
     assert srv.ssh("apps:exists", "lifecycle2").returncode == MISSING_APP_EXIT
+    assert srv.ssh("apps:create", "lifecycle3").returncode == 0
+    forced = srv.ssh("apps:destroy", "lifecycle3", "--force")
+    assert forced.returncode == 0 and "WARNING" not in forced.stderr, forced
+
+
+def test_destroy_on_a_terminal_reads_typed_keys(shared_server: DockyardServer) -> None:
+    """Over `ssh -t` the client's terminal is raw and the server runs no shell: the prompt
+    echoes what is typed, takes backspace, and Enter (a CR) ends the name; Ctrl-C aborts."""
+    srv = shared_server
+    assert srv.ssh("apps:create", "typed").returncode == 0
+    args = [*srv.ssh_args(srv.admin_key, "-tt"), "apps:destroy typed"]
+    aborted = run_ssh(args, input=b"typ\x03")
+    assert aborted.returncode != 0 and "Aborted; typed is untouched" in aborted.stderr
+    assert aborted.stdout == "> typ^C\r\n"
+    assert 'To proceed, type "typed" (or run: apps:destroy typed --force)\r\n' in aborted.stderr
+    assert "typed" in app_names(srv)
+    # An arrow key's escape sequence is dropped; x then backspace leaves "typed".
+    confirmed = run_ssh(args, input=b"typ\x1b[Dex\x7fd\r")
+    assert confirmed.returncode == 0, confirmed
+    assert "> typex\b \bd\r\n" in confirmed.stdout
+    assert "-----> Destroying typed" in confirmed.stdout
+    assert "typed" not in app_names(srv)
+
+
+def test_local_destroy_reads_the_name_on_stdin(shared_server: DockyardServer) -> None:
+    srv = shared_server
+    assert srv.ssh("apps:create", "local-typed").returncode == 0
+    refused = srv.cli("apps:destroy", "local-typed", input="")
+    assert refused.returncode != 0 and "No confirmation: stdin is empty" in refused.stderr
+    confirmed = srv.cli("apps:destroy", "local-typed", input="local-typed\n")
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "local-typed" not in app_names(srv)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dockyard.commands.backup import add_tree_unfollowed
-from tests.conftest import REPO_ROOT, DockyardServer
+from tests.conftest import REPO_ROOT, DockyardServer, stop_server
 
 
 def test_events_record_who_did_what(server: DockyardServer) -> None:
@@ -39,6 +39,97 @@ def test_doctor_reports_and_fails_on_problems(server: DockyardServer) -> None:
     assert bad.returncode == 1
     assert "authorized_keys is open to others" in bad.stderr and "chmod go-rwx" in bad.stderr
     server.data_dir.joinpath("authorized_keys").chmod(0o600)
+
+
+def findings(server: DockyardServer) -> tuple[int, dict[str, dict]]:
+    result = server.cli("doctor", "--format", "json")
+    return result.returncode, {f["check"]: f for f in json.loads(result.stdout)}
+
+
+def test_doctor_checks_the_addresses_the_running_server_uses(server: DockyardServer) -> None:
+    """The test server listens on random ports: doctor (a local CLI run with none of the
+    server's flags) checks those, as recorded at start, not the defaults."""
+    status, found = findings(server)
+    assert status == 0, found
+    assert found["ssh"]["ok"] and found["ssh"]["message"] == (
+        f"127.0.0.1:{server.port} answers (dockyard serve)"
+    )
+    assert found["http"]["ok"] and f"127.0.0.1:{server.http_port} answers" in (
+        found["http"]["message"]
+    )
+    assert "no listener until the first certificate" in found["https"]["message"]
+    assert found["domain"]["ok"] and "APP.localhost" in found["domain"]["message"]
+    assert found["disk"]["ok"] and "GiB free" in found["disk"]["message"]
+    # Stopped: the SSH port it used answers no more, and doctor says how to start it.
+    stop_server(server)
+    status, found = findings(server)
+    assert status == 1
+    assert not found["ssh"]["ok"]
+    assert found["ssh"]["message"] == (
+        f"dockyard serve is not running (it listened on 127.0.0.1:{server.port})"
+    )
+    assert "systemctl start dockyard" in found["ssh"]["fix"]
+    # nginx outlives Dockyard by design: HTTP still answers.
+    assert found["http"]["ok"], found["http"]
+
+
+def test_doctor_says_which_kinds_of_app_cannot_build(server: DockyardServer) -> None:
+    status, found = findings(server)
+    kinds = ("python", "node", "go", "ruby", "php", "java", "static", "procfile")
+    assert all(found[f"image {k}"]["ok"] for k in kinds), found  # setup built them all
+    assert "local runtime image" in found["image python"]["message"]
+    # An image neither here nor in any registry: static apps cannot build, and go apps
+    # (which run on the procfile image) can while their images are here.
+    assert server.cli("builder:set", "--global", "base-static",
+                      "dockyard-test/no-such-image:1").returncode == 0  # fmt: skip
+    assert server.cli("builder:set", "--global", "base-procfile",
+                      "dockyard-test/no-such-runner:1").returncode == 0  # fmt: skip
+    status, found = findings(server)
+    assert status == 1
+    static = found["image static"]
+    assert not static["ok"] and static["message"].startswith("static apps cannot build")
+    assert "scripts/build-base-images.sh" in static["fix"]
+    assert "builder:set --global base-static" in static["fix"]
+    assert not found["image go"]["ok"]  # its runner image is missing
+    assert "dockyard-test/no-such-runner:1" in found["image go"]["message"]
+    assert found["image python"]["ok"]
+    assert not found["registry"]["ok"] and found["registry"]["fix"]
+    text = server.cli("doctor")
+    assert "BAD image static: static apps cannot build" in text.stdout
+    assert "fix: build local runtime images" in text.stderr
+
+
+def test_doctor_domain_resolution() -> None:
+    """The wildcard check's verdicts, with the resolver and the machine's addresses given."""
+    import ipaddress
+
+    from dockyard.commands.doctor import check_domain_resolution
+
+    here = [ipaddress.ip_address("10.0.0.4"), ipaddress.ip_address("127.0.0.1")]
+
+    def resolver(answer: list[str] | None):  # noqa: ANN202
+        def resolve(name: str) -> list[str]:
+            assert name.startswith("dockyard-check-") and name.endswith(".apps.example.com")
+            if answer is None:
+                raise OSError("Name or service not known")
+            return answer
+
+        return resolve
+
+    ok = check_domain_resolution("apps.example.com", None, resolver(["10.0.0.4"]), here)
+    assert ok.ok and "resolves to this machine (10.0.0.4)" in ok.message
+    missing = check_domain_resolution("apps.example.com", None, resolver(None), here)
+    assert not missing.ok and "does not resolve" in missing.message
+    assert "*.apps.example.com A" in missing.fix and "sslip.io" in missing.fix
+    elsewhere = check_domain_resolution("apps.example.com", lambda a: False,
+                                        resolver(["203.0.113.9"]), here)  # fmt: skip
+    assert not elsewhere.ok and "203.0.113.9, not to this machine" in elsewhere.message
+    assert "10.0.0.4" in elsewhere.message
+    nat = check_domain_resolution("apps.example.com", lambda a: a == "203.0.113.9",
+                                  resolver(["203.0.113.9"]), here)  # fmt: skip
+    assert nat.ok and "behind NAT" in nat.message
+    local = check_domain_resolution("localhost", None, resolver(None), here)
+    assert local.ok and "on this machine only" in local.message
 
 
 def test_backup_while_running_then_restore(server: DockyardServer, tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 
+from dockyard import prompt
 from dockyard.access import Access
 from dockyard.apps import App
 from dockyard.context import Context
@@ -120,7 +121,24 @@ def rename(ctx: Context, argv: list[str]) -> None:
     ctx.event("apps:rename", new, f"from {app.name}")
 
 
-@command("apps:destroy", "Destroy an app: its code, containers, config and releases", "APP --force")
+# What `apps:destroy` removes, and what it leaves: the destroy hooks of the stages (git
+# repository, images and build logs, containers and the app network, routes and
+# certificates; state rows cascade) against the services' hook, which only unlinks.
+DESTROYED = (
+    "its git repository, containers, images, config vars, domains, certificates and "
+    "release history"
+)
+KEPT = (
+    "Linked database services are unlinked, not destroyed (their data stays); storage "
+    "directories and networks stay too."
+)
+
+
+@command(
+    "apps:destroy",
+    "Destroy an app: its code, containers, config and releases (type its name to confirm)",
+    "APP [--force]",
+)  # fmt: skip
 def destroy(ctx: Context, argv: list[str]) -> None:
     parser = CommandParser("apps:destroy")
     parser.add_argument("app", metavar="APP")
@@ -128,12 +146,34 @@ def destroy(ctx: Context, argv: list[str]) -> None:
     args = parser.parse_args(argv)
     app = ctx.app(args.app, Access.OWNER, "destroy it")
     if not args.force:
-        raise DockyardError(
-            f"WARNING: destroying {app.name} deletes its git repository, containers, images, "
-            "config vars, domains and release history. This cannot be undone.\n"
-            f"To proceed, run: apps:destroy {app.name} --force"
-        )
+        _confirm_destroy(ctx, app.name)
     with ctx.services.hold(app) as app:
-        ctx.out.step(f"Destroying {app.name} (including all add-ons)")
+        ctx.out.step(f"Destroying {app.name} (linked services are unlinked, not destroyed)")
         ctx.services.destroy_app(app.name)
     ctx.event("apps:destroy", app.name)
+
+
+def _confirm_destroy(ctx: Context, name: str) -> None:
+    """Dokku's confirmation: warn, then read the app's name (see dockyard.prompt for where
+    it is read from). Anything but the exact name aborts; so does no input at all."""
+    prompt.warn(ctx, [
+        "WARNING: Potentially Destructive Action",
+        f"This command will destroy app {name}: {DESTROYED}. This cannot be undone.",
+        KEPT,
+        f'To proceed, type "{name}" (or run: apps:destroy {name} --force)',
+    ])  # fmt: skip
+    reply = prompt.ask(ctx)
+    if reply.kind is prompt.Answer.TEXT and reply.text.strip() == name:
+        return
+    if reply.kind is prompt.Answer.NONE:
+        raise DockyardError(
+            f"No confirmation: stdin is empty. Type the name on a terminal, send it on stdin "
+            f"(echo {name} | ssh … apps:destroy {name}), or pass --force"
+        )
+    if reply.kind is prompt.Answer.TIMEOUT:
+        raise DockyardError(
+            f"No confirmation within {prompt.IDLE_TIMEOUT:.0f} s. Aborted; {name} is untouched"
+        )
+    if reply.kind is prompt.Answer.ABORTED:
+        raise DockyardError(f"Aborted; {name} is untouched")
+    raise DockyardError(f"Confirmation did not match {name}. Aborted.")
