@@ -246,6 +246,21 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dockyard
         remove_server_leftovers(srv)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _reap_killed_runs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A killed earlier run's apps would collide with this run's (tests/stale_runs.py)."""
+    from tests.stale_runs import reap
+
+    current = tmp_path_factory.getbasetemp()
+    try:
+        removed = reap(current.parent, current, remove_leftovers_of)
+    except Exception as exc:  # no engine: docker_engine fails the tests that need one
+        print(f"stale-run clean-up skipped: {exc}")
+        return
+    if removed:
+        print(f"removed what killed test runs left: {', '.join(removed)}", file=sys.stderr)
+
+
 @pytest.fixture(scope="session")
 def docker_engine():
     """The real Docker engine. Missing under CI=true is a failure; locally too — a skip
