@@ -35,7 +35,7 @@ from deployer.healthchecks import (
     run_check,
     wait_running,
 )
-from deployer.image_pruning import prune_images
+from deployer.image_pruning import prune_images_unless_busy
 from deployer.networks import app_network_name, ensure_app_network
 from deployer.releases import Release, ReleaseStore, effective_formation
 from deployer.settings import DeploySettings
@@ -381,7 +381,7 @@ class ReleaseDeployer:
         docker_ops.retirer.schedule(
             leaving,
             self.settings.wait_to_retire,
-            then=lambda: prune_images(self.services, self.app),
+            then=lambda: prune_images_unless_busy(self.services, self.app),
         )
 
     # -- changes to a running release -------------------------------------------------

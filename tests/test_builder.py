@@ -450,3 +450,20 @@ def test_a_build_may_not_reach_another_apps_image(docker_engine) -> None:
             check(image.id.split(":")[1][:12])
     finally:
         docker_engine.images.remove(f"{victim}:1")
+
+
+def test_a_retire_prunes_nothing_while_a_push_of_the_app_holds_its_lock(
+    services, app, docker_engine
+) -> None:  # noqa: ANN001
+    """A push between its build and its release: the new image is not yet any release's,
+    so the previous deploy's after-retire prune must leave it alone (it once deleted it)."""
+    from deployer.image_pruning import prune_images_unless_busy
+    from dockyard.locks import app_lock
+
+    files = {"Dockerfile": f"FROM {BUSYBOX}\nCOPY v.txt /v.txt\n", "v.txt": "building"}
+    tag = builder.build_image(services, app, FakeSource(files), capture()[0]).tag
+    with app_lock(services.settings.locks_dir, app.name):
+        prune_images_unless_busy(services, app)
+        assert tag in {t for t, _ in image_tags(app.name)}
+    prune_images_unless_busy(services, app)  # no release keeps it, nobody builds: pruned
+    assert tag not in {t for t, _ in image_tags(app.name)}
