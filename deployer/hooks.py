@@ -10,6 +10,9 @@ live containers. Server stop does nothing: a restart of Dockyard never stops an 
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import docker.errors
@@ -35,8 +38,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("dockyard.deployer")
 
-# How often the engine is pinged; a restart shorter than this may go unnoticed.
+# How often the engine is pinged (a restart quicker than this is seen by EngineSessions).
 ENGINE_WATCH_INTERVAL = 1.0
+# How soon the events stream is opened again after it ended or could not be opened.
+EVENTS_RETRY = 0.5
 # A reconcile waits this long for an app's lock, then leaves the app to its deploy.
 RECONCILE_LOCK_WAIT = 1.0
 ALL = ""  # in the pending set: the whole reconcile, strays of destroyed apps included
@@ -110,6 +115,50 @@ async def _reconcile_at_start(services: Services) -> None:
         busy = await run_blocking(_reconcile_pending, services, set(busy))
 
 
+class EngineSessions:
+    """Notices every time the engine goes away, however briefly: an events stream stays
+    open to it (filtered to daemon events, so it is idle) and ends when the engine stops.
+    A ping each second misses a restart quicker than that, and the engine's restart of
+    containers gives them new addresses the routes must follow. One per process, on a
+    thread of its own: the stream blocks for as long as the engine runs."""
+
+    def __init__(self, open_stream: Callable[[], object]) -> None:
+        self.ended = threading.Event()
+        self._open = open_stream
+        threading.Thread(target=self._follow, name="engine-events", daemon=True).start()
+
+    def _follow(self) -> None:
+        while True:
+            try:
+                for _event in self._open():  # type: ignore[attr-defined]
+                    pass
+            except Exception as exc:  # the engine went away mid-stream, or is not there
+                log.debug("engine events stream ended", error=str(exc))
+            self.ended.set()
+            time.sleep(EVENTS_RETRY)
+
+    def went_away(self) -> bool:
+        """Has the engine gone away since the last call that said so?"""
+        if self.ended.is_set():
+            self.ended.clear()
+            return True
+        return False
+
+
+_sessions: EngineSessions | None = None
+_sessions_lock = threading.Lock()
+
+
+def engine_sessions() -> EngineSessions:
+    global _sessions
+    with _sessions_lock:
+        if _sessions is None:
+            _sessions = EngineSessions(
+                lambda: docker_ops.client().api.events(filters={"type": "daemon"}, decode=True)
+            )
+        return _sessions
+
+
 def _engine_answers() -> bool:
     try:
         docker_ops.client().ping()
@@ -122,13 +171,15 @@ def _engine_answers() -> bool:
 async def _watch_engine(services: Services) -> None:
     """When the Docker engine comes back (restarted, or down at our start), reconcile every
     app: containers the engine did not restart are started, and the ones it did restart got
-    new host ports, which the proxy must learn. Apps busy then are retried each tick."""
+    new addresses, which the proxy must follow. Apps busy then are retried each tick."""
+    sessions = engine_sessions()
     was_up = await run_blocking(_engine_answers)
+    sessions.went_away()  # the stream's first opening is not a restart
     pending: set[str] = set()
     while True:
         await asyncio.sleep(ENGINE_WATCH_INTERVAL)
         up = await run_blocking(_engine_answers)
-        if up and not was_up:
+        if up and (sessions.went_away() or not was_up):
             log.warning("docker engine is back; reconciling")
             pending = {a.name for a in await run_blocking(services.apps.all)} | {ALL}
         if up and pending:

@@ -293,3 +293,25 @@ def test_ps_rebuild_deploys_the_deploy_branch_tip_again(
     assert get(srv, app) == (200, "rebuilt\n")
     nothing = srv.ssh("ps:rebuild", "never-pushed-app")
     assert nothing.returncode != 0
+
+
+def test_an_engine_restart_quicker_than_a_ping_is_still_noticed() -> None:
+    """The events stream to the engine ends when the engine stops; EngineSessions reports
+    that once, however short the outage (a fake stream here: one that ends, then one that
+    stays open like an idle engine's)."""
+    from deployer.hooks import EngineSessions
+
+    opened = threading.Semaphore(0)
+    streams = iter([["an event", "then the engine stops"]])
+
+    def open_stream() -> object:
+        opened.release()
+        stream = next(streams, None)
+        if stream is None:
+            threading.Event().wait()  # an idle engine's stream: the (daemon) thread parks
+        return iter(stream)
+
+    sessions = EngineSessions(open_stream)
+    assert opened.acquire(timeout=5) and opened.acquire(timeout=5)
+    assert sessions.went_away()
+    assert not sessions.went_away()  # reported once; the new stream stays open
