@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import docker.errors
@@ -122,7 +122,7 @@ class EngineSessions:
     containers gives them new addresses the routes must follow. One per process, on a
     thread of its own: the stream blocks for as long as the engine runs."""
 
-    def __init__(self, open_stream: Callable[[], object]) -> None:
+    def __init__(self, open_stream: Callable[[], Iterable[object]]) -> None:
         self.ended = threading.Event()
         self._open = open_stream
         threading.Thread(target=self._follow, name="engine-events", daemon=True).start()
@@ -130,7 +130,7 @@ class EngineSessions:
     def _follow(self) -> None:
         while True:
             try:
-                for _event in self._open():  # type: ignore[attr-defined]
+                for _event in self._open():
                     pass
             except Exception as exc:  # the engine went away mid-stream, or is not there
                 log.debug("engine events stream ended", error=str(exc))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -304,7 +305,7 @@ def test_an_engine_restart_quicker_than_a_ping_is_still_noticed() -> None:
     opened = threading.Semaphore(0)
     streams = iter([["an event", "then the engine stops"]])
 
-    def open_stream() -> object:
+    def open_stream() -> Iterator[str]:
         opened.release()
         stream = next(streams, None)
         if stream is None:
