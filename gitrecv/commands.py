@@ -67,7 +67,7 @@ class AppDeployTarget:
         self.repo = repo
 
     def deploy_branch(self) -> str | None:
-        return DEPLOY_BRANCH.local(self.ctx.services.properties, self.app) or None
+        return DEPLOY_BRANCH.raw(self.ctx.services.properties, self.app) or None
 
     def deploy(self, branch: str, revision: str, progress: BinaryIO) -> None:
         properties = self.ctx.services.properties

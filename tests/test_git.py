@@ -280,6 +280,23 @@ def test_configured_deploy_branch(srv: DockyardServer, tmp_path: Path) -> None:
     assert report(srv, "branchy")["git-deploy-branch"] == "prod"
 
 
+def test_global_deploy_branch_applies_to_apps_without_their_own(
+    srv: DockyardServer, tmp_path: Path
+) -> None:
+    work = new_work(tmp_path, srv)
+    rev = work.commit("one", {"a": "1", ".pipeline": "print DEPLOYED\n"})
+    assert srv.ssh("git:set", "--global", "deploy-branch", "release").returncode == 0
+    try:
+        result = work.push("globally", "main")
+        assert "you must push to release" in result.stderr and "DEPLOYED" not in result.stderr
+        assert git_rev_var(srv, "globally") is None
+        result = work.push("globally", "main:release")
+        assert result.returncode == 0 and "DEPLOYED" in result.stderr, result.stderr
+        assert git_rev_var(srv, "globally") == rev
+    finally:
+        assert srv.ssh("git:set", "--global", "deploy-branch").returncode == 0
+
+
 def test_clone_and_fetch_give_back_every_ref(srv: DockyardServer, tmp_path: Path) -> None:
     work = new_work(tmp_path, srv)
     work.commit("one", {"a": "1", "bin/run": "#!/bin/sh\n", "dir/deep/file": "x" * 5000})
