@@ -418,3 +418,45 @@ def test_incoming_pack_is_stored_whole_or_not_at_all(worktree: Path, tmp_path: P
     head = git(worktree, "rev-parse", "HEAD").decode().strip()
     git(tmp_path / "t.git", "update-ref", "refs/heads/main", head)
     git(tmp_path / "t.git", "fsck", "--strict")
+
+
+@pytest.mark.parametrize("deltas", [["--delta-base-offset"], []], ids=["ofs-deltas", "ref-deltas"])
+def test_incoming_pack_index_is_c_gits_byte_for_byte(tmp_path: Path, deltas: list[str]) -> None:
+    """Whole objects take their index entries from the copy pass (OnePassIndexer); the
+    index must still be exactly what `git index-pack` writes, with delta chains (ofs and
+    ref deltas) and bases that several deltas share; a thin pack on top is completed."""
+    from gitrecv.packs import store_incoming_pack
+
+    work = tmp_path / "w"
+    git(tmp_path, "init", "-q", "-b", "main", str(work))
+    text = "".join(f"line {i} of a file that changes a little each time\n" for i in range(400))
+    for n in range(12):
+        text = text.replace(f"line {n * 7} ", f"line {n * 7} changed ")
+        (work / "a.txt").write_text(text)
+        (work / "b.txt").write_text(text[::-1])
+        (work / f"new{n}.txt").write_text(f"{n}\n" * (n + 1))
+        git(work, "add", "-A")
+        git(work, "commit", "-qm", f"c{n}")
+    objects = git(work, "rev-list", "--objects", "main~3")
+    pack = git(work, "pack-objects", "--stdout", *deltas, input=objects)
+    ours = Repo.init_bare(str(tmp_path / "ours.git"), mkdir=True)
+    whole = io.BytesIO(pack)
+    store_incoming_pack(ours.object_store, whole.read, whole.read)
+    theirs = tmp_path / "theirs.git"
+    git(tmp_path, "init", "-q", "--bare", str(theirs))
+    git(theirs, "index-pack", "--stdin", input=pack)
+    [our_idx] = (tmp_path / "ours.git" / "objects" / "pack").glob("*.idx")
+    [their_idx] = (theirs / "objects" / "pack").glob("*.idx")
+    assert our_idx.read_bytes() == their_idx.read_bytes()
+    shown = git(theirs, "verify-pack", "-v", str(their_idx)).decode()
+    assert "chain length = 2" in shown  # deltas on deltas were in the pack
+
+    thin = git(work, "pack-objects", "--stdout", "--revs", "--thin", *deltas,
+               input=b"main\n^main~3\n")  # fmt: skip
+    rest = io.BytesIO(thin)
+    stored = store_incoming_pack(ours.object_store, rest.read, rest.read)
+    sent = int.from_bytes(thin[8:12], "big")
+    assert stored is not None and len(stored) > sent  # the bases the thin pack left out
+    tip = git(work, "rev-parse", "main").decode().strip()
+    git(tmp_path / "ours.git", "update-ref", "refs/heads/main", tip)
+    git(tmp_path / "ours.git", "fsck", "--strict")
