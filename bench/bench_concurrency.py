@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.pushing import DOCKERFILE, first_push, make_repo, push_to_serving  # noqa: E402
+from bench.pushing import DOCKERFILE, answers, first_push, make_repo, push_to_serving  # noqa: E402
 from tests.conftest import _provision, remove_leftovers_of, start_server, stop_server  # noqa: E402
 
 TARGET = 2.5
@@ -83,7 +83,7 @@ class EngineOnly:
         new.reload()
         address = new.attrs["NetworkSettings"]["Networks"][self.network.name]["IPAddress"]
         deadline = time.monotonic() + 120
-        while not answers_at(address, body):
+        while not answers(5000, address, body, address=address):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"engine-only app {i} never answered {body!r}")
             time.sleep(0.01)
@@ -102,20 +102,6 @@ class EngineOnly:
                 self.docker.images.remove(f"{self.PREFIX}-{i}:latest", force=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-
-
-def answers_at(address: str, expected: str) -> bool:
-    import http.client
-
-    try:
-        conn = http.client.HTTPConnection(address, 5000, timeout=2)
-        conn.request("GET", "/")
-        resp = conn.getresponse()
-        body = resp.read().decode(errors="replace")
-        conn.close()
-        return resp.status == 200 and expected in body
-    except OSError:
-        return False
 
 
 def ten_at_once(count: int, one: Callable[[int], float]) -> tuple[float, list[float]]:

@@ -48,9 +48,10 @@ def new_version(repo: Path, body: str) -> None:
     run("git", "commit", "-qam", body, cwd=repo)
 
 
-def answers(port: int, host: str, expected: str) -> bool:
+def answers(port: int, host: str, expected: str, address: str = "127.0.0.1") -> bool:
+    """Does `address:port` answer 200 with `expected` in the body, asked for `host`?"""
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn = http.client.HTTPConnection(address, port, timeout=2)
         conn.request("GET", "/", headers={"Host": host})
         resp = conn.getresponse()
         body = resp.read().decode(errors="replace")
