@@ -8,11 +8,15 @@ new body answers through nginx), and ten pushes started together to the ten apps
 until the last of the ten serves its new body). Every push is a redeploy of a cached build:
 build, release, new container, checks, the proxy switch, the old container retired.
 
-The engine's own share, same rounds: the same Dockerfile and file change built, run and
-swapped with the Docker engine alone (docker-py in threads: build, run the new container
-on a bridge network, wait for its body on its address, remove the old one), one app then
-ten at once. That baseline does less than a push (no git, checks, proxy or retire delay),
-so its ratio is what the engine on this machine allows any PaaS built on it.
+The engine's own share, same rounds: the same Dockerfile (with Dockyard's owner LABEL as
+its last line, as Dockyard builds it) and file change built and run with the Docker engine
+alone (docker-py in threads: build, run the new container on a bridge network, wait for
+its body on its address), one app then ten at once. Old containers are removed outside
+every clock on both sides: Dockyard retires them `wait-to-retire` (set to 1 s here) after
+a switch, and each timed section starts once none is left; the baseline removes its old
+ones after its clock stops. Which side goes first alternates by round. That baseline does
+less than a push (no git, checks or proxy), so its ten-at-once time is what the engine on
+this machine allows any PaaS built on it.
 
 Prints each round and the medians of the per-round ratios ten-at-once / one, Dockyard's and
 the engine's; target <= 2.5 for Dockyard's (ten perfectly overlapped pushes on 2 cores would
@@ -62,14 +66,17 @@ class EngineOnly:
         self.network = self.docker.networks.create(self.PREFIX, driver="bridge")
         self.contexts = []
         self.running: dict[int, object] = {}
+        self.replaced: list[object] = []
         for i in range(count):
             context = tmp / f"engine-{i}"
             (context / "www").mkdir(parents=True)
-            (context / "Dockerfile").write_text(DOCKERFILE)
+            owner = f'LABEL dockyard.home="{tmp}/engine" dockyard.app="e{i}"\n'
+            (context / "Dockerfile").write_text(DOCKERFILE + owner)
             self.contexts.append(context)
 
     def deploy(self, i: int, body: str) -> float:
-        """Build, run, wait for `body` on the new container's address, remove the old one."""
+        """Build, run, wait for `body` on the new container's address; the old container
+        is left for `retire`, outside the clock."""
         context = self.contexts[i]
         (context / "www" / "index.html").write_text(body + "\n")
         start = time.perf_counter()
@@ -87,11 +94,16 @@ class EngineOnly:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"engine-only app {i} never answered {body!r}")
             time.sleep(0.01)
+        elapsed = time.perf_counter() - start
         old = self.running.pop(i, None)
         if old is not None:
-            old.remove(force=True)
+            self.replaced.append(old)
         self.running[i] = new
-        return time.perf_counter() - start
+        return elapsed
+
+    def retire(self) -> None:
+        while self.replaced:
+            self.replaced.pop().remove(force=True)
 
     def close(self) -> None:
         for c in self.docker.containers.list(all=True, filters={"label": self.PREFIX}):
@@ -102,6 +114,21 @@ class EngineOnly:
                 self.docker.images.remove(f"{self.PREFIX}-{i}:latest", force=True)
             except Exception:  # noqa: BLE001 - already gone
                 pass
+
+
+def wait_retired(engine: EngineOnly, data_dir: Path) -> None:
+    """Until no container Dockyard retired (`APP.TYPE.N.retiring.ID`) is left."""
+    mine = {"label": f"dockyard.home={data_dir}"}
+    deadline = time.monotonic() + 120
+
+    def retiring() -> bool:
+        found = engine.docker.containers.list(all=True, filters=mine)
+        return any(".retiring." in c.name for c in found)
+
+    while retiring():
+        if time.monotonic() > deadline:
+            raise RuntimeError("Dockyard's old containers were not retired in 120 s")
+        time.sleep(0.1)
 
 
 def ten_at_once(count: int, one: Callable[[int], float]) -> tuple[float, list[float]]:
@@ -126,43 +153,65 @@ def main() -> int:
         with ThreadPoolExecutor(len(apps)) as pool:  # first deploys, not timed
             list(pool.map(lambda app: first_push(server, repos[app], app, f"{app}-v0"), apps))
         ten_at_once(a.apps, lambda i: engine.deploy(i, f"e{i}-v0"))
+        engine.retire()
+        for command in (["checks:set", "--global", "wait-to-retire", "1"],):
+            result = server.ssh(*command)
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(command)} failed: {result.stderr}")
         print(
             f"conditions: {a.apps} tiny apps deployed on one server; {a.rounds} rounds, each "
-            f"one push then {a.apps} at once (redeploys of cached builds), then the same "
-            f"with the engine alone; {os.cpu_count()} cores, load average "
-            f"{os.getloadavg()[0]:.1f} at start"
+            f"one deploy then {a.apps} at once (redeploys of cached builds), by Dockyard and "
+            f"by the engine alone, the order alternating; old containers removed outside "
+            f"the clocks; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start"
         )
         cores = os.cpu_count() or 1
-        ratios, floors, engine_ratios = [], [], []
+        ratios, floors, engine_ratios, batches, engine_batches = [], [], [], [], []
         for r in range(a.rounds):
 
             def push(i: int, r: int = r) -> float:
                 app = apps[i]
                 return push_to_serving(server, repos[app], app, f"{app}-{r}-{time.time()}")
 
-            cpu0 = busy_cpu_seconds()
-            single = push(0)
-            cpu1 = busy_cpu_seconds()
-            batch, each = ten_at_once(a.apps, push)
-            cpu2 = busy_cpu_seconds()
-            engine_single = engine.deploy(0, f"e-single-{r}-{time.time()}")
-            cpu3 = busy_cpu_seconds()
-            engine_batch, _ = ten_at_once(
-                a.apps, lambda i, r=r: engine.deploy(i, f"e{i}-{r}-{time.time()}")
-            )
-            cpu4 = busy_cpu_seconds()
-            # The floor for ten: their CPU work spread perfectly over every core.
-            floors.append((cpu2 - cpu1) / cores / single)
-            ratios.append(batch / single)
-            engine_ratios.append(engine_batch / engine_single)
-            print(
-                f"round {r + 1}: Dockyard: one push {single:.2f} s ({cpu1 - cpu0:.2f} CPU-s "
-                f"busy), {a.apps} at once {batch:.2f} s ({cpu2 - cpu1:.2f} CPU-s; each "
-                f"{min(each):.2f}–{max(each):.2f} s), ratio {ratios[-1]:.2f}, CPU floor "
-                f"{floors[-1]:.2f} | engine alone: one {engine_single:.2f} s "
-                f"({cpu3 - cpu2:.2f} CPU-s), {a.apps} at once {engine_batch:.2f} s "
-                f"({cpu4 - cpu3:.2f} CPU-s), ratio {engine_ratios[-1]:.2f}"
-            )
+            def dockyard_side(r: int = r) -> str:
+                wait_retired(engine, data_dir)
+                cpu0 = busy_cpu_seconds()
+                single = push(0)
+                cpu1 = busy_cpu_seconds()
+                wait_retired(engine, data_dir)
+                cpu1b = busy_cpu_seconds()
+                batch, each = ten_at_once(a.apps, push)
+                cpu2 = busy_cpu_seconds()
+                # The floor for ten: their CPU work spread perfectly over every core.
+                floors.append((cpu2 - cpu1b) / cores / single)
+                ratios.append(batch / single)
+                batches.append(batch)
+                return (
+                    f"Dockyard: one push {single:.2f} s ({cpu1 - cpu0:.2f} CPU-s busy), "
+                    f"{a.apps} at once {batch:.2f} s ({cpu2 - cpu1b:.2f} CPU-s; each "
+                    f"{min(each):.2f}–{max(each):.2f} s), ratio {ratios[-1]:.2f}, CPU floor "
+                    f"{floors[-1]:.2f}"
+                )
+
+            def engine_side(r: int = r) -> str:
+                cpu0 = busy_cpu_seconds()
+                single = engine.deploy(0, f"e-single-{r}-{time.time()}")
+                cpu1 = busy_cpu_seconds()
+                engine.retire()
+                cpu1b = busy_cpu_seconds()
+                batch, _ = ten_at_once(
+                    a.apps, lambda i: engine.deploy(i, f"e{i}-{r}-{time.time()}")
+                )
+                cpu2 = busy_cpu_seconds()
+                engine.retire()
+                engine_ratios.append(batch / single)
+                engine_batches.append(batch)
+                return (
+                    f"engine alone: one {single:.2f} s ({cpu1 - cpu0:.2f} CPU-s), {a.apps} at "
+                    f"once {batch:.2f} s ({cpu2 - cpu1b:.2f} CPU-s), ratio {engine_ratios[-1]:.2f}"
+                )
+
+            sides = (dockyard_side, engine_side) if r % 2 == 0 else (engine_side, dockyard_side)
+            print(f"round {r + 1}: " + " | ".join(side() for side in sides))
         ratio = statistics.median(ratios)
         print(
             f"CPU floor of Dockyard's ratio (the ten's busy CPU-seconds / cores / one push's "
@@ -170,7 +219,9 @@ def main() -> int:
         )
         print(
             f"engine alone, ratio {a.apps} at once / one (median of rounds): "
-            f"{statistics.median(engine_ratios):.2f}"
+            f"{statistics.median(engine_ratios):.2f}; {a.apps} at once: Dockyard "
+            f"{statistics.median(batches):.2f} s, the engine alone "
+            f"{statistics.median(engine_batches):.2f} s (medians)"
         )
         print(
             f"Dockyard, ratio {a.apps} at once / one (median of rounds): {ratio:.2f} "

@@ -108,6 +108,16 @@ class ProcessSpec:
             LABEL_INSTANCE: str(self.instance),
         }
 
+    def aliases(self) -> list[str]:
+        """The names other containers on its networks reach it by, as on Dokku: `APP.TYPE.N`
+        and, for every instance of the type, `APP.TYPE`. The container's own name is not
+        enough: it is created as `APP.TYPE.N.vK` and renamed at the switch, and the
+        engine's DNS keeps answering for the name it joined the network with."""
+        if not isinstance(self.instance, int) or self.process_type == ONE_OFF_PROCESS:
+            return []
+        kind = f"{self.app}.{self.process_type}"
+        return [f"{kind}.{self.instance}", kind]
+
 
 def container_command(image: str, command: str | None) -> list[str] | None:
     """A Procfile command runs through the image's shell, unless the image has an
@@ -163,8 +173,13 @@ def create(
         host["port_bindings"] = {spec.port: ("127.0.0.1", None)}
         ports = [spec.port]
     networks = list(spec.networks)
+    aliases = spec.aliases() or None
+    networking = None
     if networks:
         host["network_mode"] = networks[0]
+        if aliases:
+            endpoint = api.create_endpoint_config(aliases=aliases)
+            networking = api.create_networking_config({networks[0]: endpoint})
     remove_named(name, spec.home)
     created = api.create_container(
         spec.image,
@@ -178,11 +193,12 @@ def create(
         detach=not stdin_open,  # with stdin_open: StdinOnce, closing our stdin ends theirs
         entrypoint=entrypoint,
         host_config=api.create_host_config(**host),
+        networking_config=networking,
     )
     container_id = created["Id"]
     try:
         for network in networks[1:]:
-            api.connect_container_to_network(container_id, network)
+            api.connect_container_to_network(container_id, network, aliases=aliases)
     except BaseException:
         api.remove_container(container_id, force=True)
         raise

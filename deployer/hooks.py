@@ -130,11 +130,17 @@ class EngineSessions:
     def _follow(self) -> None:
         while True:
             try:
-                for _event in self._open():
+                stream = self._open()
+            except Exception as exc:  # the engine is away (the ping says so), or refuses
+                log.debug("engine events stream not opened", error=str(exc))
+                time.sleep(EVENTS_RETRY)
+                continue
+            try:
+                for _event in stream:
                     pass
-            except Exception as exc:  # the engine went away mid-stream, or is not there
-                log.debug("engine events stream ended", error=str(exc))
-            self.ended.set()
+            except Exception as exc:  # the engine went away mid-stream
+                log.debug("engine events stream broke", error=str(exc))
+            self.ended.set()  # only a stream the engine had accepted counts
             time.sleep(EVENTS_RETRY)
 
     def went_away(self) -> bool:
@@ -153,10 +159,19 @@ def engine_sessions() -> EngineSessions:
     global _sessions
     with _sessions_lock:
         if _sessions is None:
-            _sessions = EngineSessions(
-                lambda: docker_ops.client().api.events(filters={"type": "daemon"}, decode=True)
-            )
+            _sessions = EngineSessions(_open_engine_events)
         return _sessions
+
+
+def _open_engine_events() -> Iterable[object]:
+    """The engine's daemon events, opened only if it answered 200 (docker-py reports
+    another status only when the stream is read, which would count as an end)."""
+    stream = docker_ops.client().api.events(filters={"type": "daemon"}, decode=True)
+    status = getattr(getattr(stream, "_response", None), "status_code", 200)
+    if status != 200:
+        stream.close()
+        raise DockyardError(f"the engine's events answered HTTP {status}")
+    return stream
 
 
 def _engine_answers() -> bool:

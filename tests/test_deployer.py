@@ -298,21 +298,26 @@ def test_ps_rebuild_deploys_the_deploy_branch_tip_again(
 
 def test_an_engine_restart_quicker_than_a_ping_is_still_noticed() -> None:
     """The events stream to the engine ends when the engine stops; EngineSessions reports
-    that once, however short the outage (a fake stream here: one that ends, then one that
-    stays open like an idle engine's)."""
+    that once, however short the outage. A stream the engine never accepted (down, or its
+    events refused) is no restart. Fake streams here: two refusals, one that ends, then one
+    that stays open like an idle engine's."""
     from deployer.hooks import EngineSessions
 
     opened = threading.Semaphore(0)
-    streams = iter([["an event", "then the engine stops"]])
+    streams = iter([None, None, ["an event", "then the engine stops"]])
 
     def open_stream() -> Iterator[str]:
         opened.release()
-        stream = next(streams, None)
+        stream = next(streams, "idle")
         if stream is None:
-            threading.Event().wait()  # an idle engine's stream: the (daemon) thread parks
+            raise ConnectionRefusedError("the engine is not there")
+        if stream == "idle":
+            threading.Event().wait()  # the (daemon) thread parks
         return iter(stream)
 
     sessions = EngineSessions(open_stream)
+    assert opened.acquire(timeout=5) and opened.acquire(timeout=5)
+    assert not sessions.went_away()  # refusals are not a restart
     assert opened.acquire(timeout=5) and opened.acquire(timeout=5)
     assert sessions.went_away()
     assert not sessions.went_away()  # reported once; the new stream stays open

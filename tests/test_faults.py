@@ -196,13 +196,21 @@ def assert_repo_clean(srv: DockyardServer, app: str, branch_at: str) -> None:
 
 
 def assert_lock_free(srv: DockyardServer, app: str) -> None:
-    """The app lock is an flock: it died with the killed server."""
-    fd = os.open(srv.data_dir / "locks" / f"{app}.lock", os.O_RDWR)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError if stuck
-        fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    """The app lock is an flock: it died with the killed server. The new server's start-up
+    reconcile and housekeeping take it for a moment; a stuck lock stays taken."""
+
+    def free() -> bool:
+        fd = os.open(srv.data_dir / "locks" / f"{app}.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return True
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+
+    wait_until(f"{app}'s lock free", free, timeout=15)
 
 
 def build_status(srv: DockyardServer, number: int) -> str:

@@ -394,7 +394,10 @@ def test_only_linked_apps_reach_a_service_and_networks_join_apps(
     for app in ("iso-a", "iso-b"):
         ok(srv.ssh("network:set", app, "attach-post-deploy", "iso-net"))
         ok(srv.ssh("ps:restart", app))
+    # By name after a redeploy (the container joined as iso-b.web.1.vN and was renamed), and
+    # by the process type's alias, as on Dokku.
     assert body(srv, "iso-a", "/probe/iso-b.web.1/5000") == "open"
+    assert body(srv, "iso-a", "/probe/iso-b.web/5000") == "open"
     report = json.loads(srv.ssh("network:report", "iso-a", "--format", "json").stdout)
     assert report["network-attach-post-deploy"] == ["iso-net"]
     info = json.loads(srv.ssh("network:info", "iso-net", "--format", "json").stdout)
