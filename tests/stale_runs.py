@@ -88,6 +88,7 @@ def stop_servers_of(homes: set[Path]) -> None:
     """SIGKILL the `dockyard serve` processes whose data dir is one of `homes` (a killed
     pytest leaves its servers running)."""
     wanted = {str(h) for h in homes}
+    killed = False
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -101,9 +102,11 @@ def stop_servers_of(homes: set[Path]) -> None:
         if at < len(argv) and os.path.normpath(argv[at]) in wanted:
             try:
                 os.kill(int(entry.name), signal.SIGKILL)
+                killed = True
             except ProcessLookupError:
                 pass
-    time.sleep(0.1)  # the kernel reaps them; their containers are removed next
+    if killed:
+        time.sleep(0.1)  # the kernel reaps them; their containers are removed next
 
 
 def reap(root: Path, current: Path, remove_home: Callable[[Path], None]) -> list[str]:
